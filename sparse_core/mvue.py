@@ -1,0 +1,69 @@
+"""Unbiased stochastic 2:4 sparsification of gradients (MVUE-style, Horvitz-Thompson weighted).
+
+Reference: Hu et al. 2024 (arXiv 2404.01847), Sec. 4.2, after Chmiel et al., "Minimum Variance
+Unbiased N:M Sparsity for the Neural Gradients" (ICLR 2023). Per group of 4, two distinct indices are
+drawn without replacement with probability proportional to |x|; each kept value is divided by its
+inclusion probability, so E[out] = x. This lets dW = dY^T X run as a 2:4 sparse GEMM.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sparse_core._checks import check_float_tensor, check_group_dim
+
+__all__ = ["mvue_24", "inclusion_probabilities"]
+
+
+def inclusion_probabilities(a: torch.Tensor) -> torch.Tensor:
+    """P(index i is one of the two drawn) for groups a (..., 4) of non-negative weights.
+
+    pi_i = p_i + sum_{j != i} p_j * a_i / (S - a_j) with p = a / S; zero where a_i = 0.
+    """
+    total = a.sum(-1, keepdim=True)
+    p = torch.where(total > 0, a / total.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
+    rest = total - a  # S - a_j, > 0 whenever some other entry is non-zero
+    second = torch.where(rest > 0, p / rest.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
+    # sum over j != i of p_j / (S - a_j), times a_i
+    cross = (second.sum(-1, keepdim=True) - second) * a
+    return torch.where(a > 0, p + cross, torch.zeros_like(a))
+
+
+def _draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Index drawn by inverse CDF from rows of `probs` (..., 4) with uniforms u (...)."""
+    cdf = probs.cumsum(-1)
+    idx = (cdf <= u.unsqueeze(-1) * cdf[..., -1:]).sum(-1)  # never lands on a zero-weight entry
+    last_positive = 3 - (probs > 0).flip(-1).to(torch.uint8).argmax(-1)  # guards u * total rounding up
+    return torch.minimum(idx, last_positive)
+
+
+def mvue_24(x: torch.Tensor, dim: int = -1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Unbiased 2:4 sparsification of `x` along `dim` (E[out] = x); all-zero groups stay zero.
+
+    Randomness comes from `generator` (or the default generator of x's device). Arithmetic runs in
+    float32 (float64 for float64 input) so large 16-bit values cannot overflow; non-finite input
+    stays non-finite so that loss scalers still see the overflow.
+    """
+    check_float_tensor(x, "x")
+    dim = check_group_dim(x, dim, "x")
+    work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    moved = x.movedim(dim, -1)
+    g = moved.reshape(*moved.shape[:-1], moved.shape[-1] // 4, 4).to(work_dtype)
+    a = g.abs()
+    total = a.sum(-1, keepdim=True)
+    u = torch.rand((*a.shape[:-1], 2), generator=generator, device=x.device, dtype=work_dtype)
+
+    first = _draw(torch.where(total > 0, a, torch.ones_like(a)), u[..., 0])
+    first_hot = torch.nn.functional.one_hot(first, 4).bool()
+    remaining = torch.where(first_hot, torch.zeros_like(a), a)
+    # When only the first pick is non-zero, the second is drawn uniformly among the zero entries:
+    # it keeps a zero, so its value does not matter, only that two distinct indices are kept.
+    uniform = (~first_hot).to(work_dtype)
+    second_w = torch.where(remaining.sum(-1, keepdim=True) > 0, remaining, uniform)
+    second = _draw(second_w, u[..., 1])
+    keep = first_hot | torch.nn.functional.one_hot(second, 4).bool()
+
+    pi = inclusion_probabilities(a)
+    out = torch.where(keep & (a > 0), g / torch.where(pi > 0, pi, torch.ones_like(pi)), torch.zeros_like(g))
+    out = torch.where(torch.isfinite(total), out, g * float("nan"))  # keep overflow visible
+    return out.reshape(moved.shape).to(x.dtype).movedim(-1, dim)

@@ -1,0 +1,30 @@
+"""Shared training utilities for the recipes: config, checkpoint, metrics, plots, distributed,
+LR schedules and the one optimizer step that calls the sparse controller."""
+
+from sparse_core.train.checkpoint import CheckpointError, CheckpointManager, RNGState, load_checkpoint, restore
+from sparse_core.train.config import ConfigError, config_to_dict, load_config, parse_cli
+from sparse_core.train.distributed import DistEnv, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
+from sparse_core.train.metrics import (
+    FanoutLogger,
+    JsonlLogger,
+    MetricLogger,
+    NullLogger,
+    WandbLogger,
+    build_logger,
+    progress_bar,
+    read_jsonl,
+)
+from sparse_core.train.plots import plot_metrics, plot_prefix
+from sparse_core.train.schedules import one_cycle_lr, set_lr, warmup_cosine_lr
+from sparse_core.train.step import StepResult, optimizer_step
+
+__all__ = [
+    "CheckpointError", "CheckpointManager", "RNGState", "load_checkpoint", "restore",
+    "ConfigError", "config_to_dict", "load_config", "parse_cli",
+    "DistEnv", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "init_distributed",
+    "FanoutLogger", "JsonlLogger", "MetricLogger", "NullLogger", "WandbLogger", "build_logger", "progress_bar",
+    "read_jsonl",
+    "plot_metrics", "plot_prefix",
+    "one_cycle_lr", "set_lr", "warmup_cosine_lr",
+    "StepResult", "optimizer_step",
+]

@@ -1,0 +1,284 @@
+"""Atomic, verified checkpoints of a dict of Stateful objects (model, optimizer, scaler, controller,
+data position, RNG) plus plain data; exact resume.
+
+    ckpt = CheckpointManager(out_dir / "ckpt", keep_last=3)
+    state = {"model": model, "optimizer": opt, "sparse": ctl, "rng": RNGState(), "step": step}
+    if is_main: ckpt.save(step, state)             # rank 0 only
+    found = ckpt.load_latest()                     # every rank
+    if found: step, loaded = found; restore(state, loaded)
+
+Files: `ckpt_<step:08d>.pt` (torch.save of {"format", "step", "state"}) and `manifest.json` listing
+each file's step and sha256. Every write goes temp file -> fsync -> os.replace -> fsync(dir), so a
+crash leaves either the old or the new file, never half of one. Everything loads with
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import tempfile
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointManager", "CheckpointError", "RNGState", "restore", "load_checkpoint"]
+
+_FORMAT = 1
+_NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
+_MANIFEST = "manifest.json"
+_TMP_PREFIX = ".tmp_"
+# Leaf types torch.load(weights_only=True) accepts; anything else fails at save time, not at resume.
+_LEAVES = (torch.Tensor, str, bytes, int, float, bool, complex, type(None), torch.Size, torch.dtype, torch.device)
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or a checkpoint does not match the state it should restore."""
+
+
+def _is_stateful(obj: Any) -> bool:
+    return callable(getattr(obj, "state_dict", None))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call `write(fileobj)` on a temp file beside `path`, fsync it, rename it over `path`, fsync the dir."""
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise TypeError naming the first value that weights_only loading would refuse."""
+    if isinstance(value, (dict, OrderedDict)):
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool, type(None), tuple)):
+                raise TypeError(f"checkpoint key {where}[{k!r}] has type {type(k).__name__}; use str/int keys")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(value, _LEAVES):
+        raise TypeError(
+            f"checkpoint value {where} has type {type(value).__name__}, which torch.load(weights_only=True) "
+            "cannot read; convert it to tensors, numbers, strings, lists or dicts"
+        )
+
+
+def _read_checkpoint(path: Path, expected_sha: str | None, map_location: Any) -> tuple[int, dict[str, Any]]:
+    """Load and verify one checkpoint file; raise CheckpointError with the reason."""
+    if expected_sha is not None:
+        actual = _sha256(path)
+        if actual != expected_sha:
+            raise CheckpointError(f"sha256 {actual[:12]}... does not match the manifest's {expected_sha[:12]}...")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated/corrupt zips
+        raise CheckpointError(f"torch.load failed: {type(e).__name__}: {e}") from e
+    if not (isinstance(payload, dict) and payload.get("format") == _FORMAT and isinstance(payload.get("state"), dict)):
+        raise CheckpointError(f"not a sparse_core checkpoint (format {_FORMAT} with 'step' and 'state')")
+    return int(payload["step"]), payload["state"]
+
+
+def _manifest_entries(directory: Path) -> dict[str, dict[str, Any]] | None:
+    """file name -> entry from manifest.json; None (with a warning) when it is missing or unreadable."""
+    path = directory / _MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return {e["file"]: e for e in data["checkpoints"]}
+    except (ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"{path}: unreadable manifest ({e}); checkpoints will be loaded without sha256 checks")
+        return None
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[int, dict[str, Any]]:
+    """Load one checkpoint file (eval tools); sha256-checked when its directory's manifest lists it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    entries = _manifest_entries(path.parent) or {}
+    sha = entries.get(path.name, {}).get("sha256")
+    try:
+        return _read_checkpoint(path, sha, map_location)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+
+
+class CheckpointManager:
+    """Saves `ckpt_<step>.pt` atomically, keeps the newest `keep_last`, loads the newest good one."""
+
+    def __init__(self, directory: str | Path, keep_last: int = 3) -> None:
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+
+    def path_for(self, step: int) -> Path:
+        return self.directory / f"ckpt_{step:08d}.pt"
+
+    def _on_disk(self) -> dict[str, int]:
+        """file name -> step for every checkpoint file in the directory."""
+        if not self.directory.is_dir():
+            return {}
+        found = {}
+        for p in self.directory.iterdir():
+            m = _NAME.match(p.name)
+            if m and p.is_file():
+                found[p.name] = int(m.group(1))
+        return found
+
+    def save(self, step: int, state: dict[str, Any]) -> Path:
+        """Write the checkpoint of `state` at `step`. Call on rank 0 only (then `barrier()` if other ranks
+        read it next); with DDP, pass the bare model. Returns the file's path."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}")
+        if not isinstance(state, dict) or not state:
+            raise TypeError(f"state must be a non-empty dict of name -> Stateful or plain data, got {state!r}")
+        payload = {}
+        for name, obj in state.items():
+            if not isinstance(name, str):
+                raise TypeError(f"state keys must be strings, got {name!r}")
+            payload[name] = obj.state_dict() if _is_stateful(obj) else obj
+            _check_plain(payload[name], name)
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(f"{_TMP_PREFIX}*"):  # left by a crash mid-save
+            stale.unlink(missing_ok=True)
+        path = self.path_for(step)
+        _atomic_write(path, lambda f: torch.save({"format": _FORMAT, "step": step, "state": payload}, f))
+
+        entries = _manifest_entries(self.directory) or {}
+        entries[path.name] = {"file": path.name, "step": step, "sha256": _sha256(path), "bytes": path.stat().st_size}
+        steps = self._on_disk()
+        keep = sorted(steps, key=lambda n: steps[n])[-self.keep_last :]
+        kept = sorted((entries[n] for n in keep if n in entries), key=lambda e: e["step"])
+        text = json.dumps({"format": _FORMAT, "checkpoints": kept}, indent=1)
+        _atomic_write(self.directory / _MANIFEST, lambda f: f.write(text.encode()))
+        for name in steps:
+            if name not in keep:
+                (self.directory / name).unlink(missing_ok=True)
+        return path
+
+    def load_latest(self, map_location: Any = "cpu") -> tuple[int, dict[str, Any]] | None:
+        """(step, state) of the newest checkpoint that verifies; bad ones are skipped with a warning."""
+        entries = _manifest_entries(self.directory)
+        steps = self._on_disk()
+        if not steps:
+            return None
+        failures = []
+        for name in sorted(steps, key=lambda n: steps[n], reverse=True):
+            path = self.directory / name
+            sha = None
+            if entries is not None:
+                if name not in entries:
+                    warnings.warn(f"{path}: not listed in {_MANIFEST} (crash before the manifest update?); "
+                                  "loading it without a sha256 check")
+                else:
+                    sha = entries[name]["sha256"]
+            try:
+                step, state = _read_checkpoint(path, sha, map_location)
+            except CheckpointError as e:
+                warnings.warn(f"skipping checkpoint {path}: {e}")
+                failures.append(f"{name}: {e}")
+                continue
+            if step != steps[name]:
+                reason = f"file name says step {steps[name]} but it holds step {step}"
+                warnings.warn(f"skipping checkpoint {path}: {reason}")
+                failures.append(f"{name}: {reason}")
+                continue
+            return step, state
+        raise CheckpointError(f"no usable checkpoint in {self.directory}; every one failed:\n  " + "\n  ".join(failures))
+
+    def load(self, path: str | Path, map_location: Any = "cpu") -> tuple[int, dict[str, Any]]:
+        """(step, state) of one file, a path or a name inside this directory; raises CheckpointError."""
+        path = Path(path)
+        if not path.exists() and (self.directory / path).exists():
+            path = self.directory / path
+        return load_checkpoint(path, map_location)
+
+
+def restore(state: dict[str, Any], loaded: dict[str, Any]) -> None:
+    """Call `load_state_dict` on each Stateful object of `state` with its entry in `loaded`.
+
+    Plain-data entries of `state` are left alone: read them from `loaded` yourself. Pass the bare
+    model (not the DDP / torch.compile wrapper) both when saving and restoring.
+    """
+    for name, obj in state.items():
+        if not _is_stateful(obj):
+            continue
+        if name not in loaded:
+            raise CheckpointError(f"checkpoint has no entry {name!r} to restore; it has {sorted(loaded)}")
+        if not callable(getattr(obj, "load_state_dict", None)):
+            raise TypeError(f"state[{name!r}] ({type(obj).__name__}) has state_dict() but no load_state_dict()")
+        obj.load_state_dict(loaded[name])
+
+
+class RNGState:
+    """Stateful view of this process's python `random`, numpy global, torch CPU and all CUDA generators.
+
+    Only the saving process's (rank 0's) streams are captured: on a multi-rank resume every rank gets
+    them. Numpy `Generator` objects you create yourself are not covered; seed them from the step instead.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = random.getstate()
+        name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {
+            "python": [version, list(internal), gauss],
+            "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state(),
+            "cuda": list(cuda),
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        missing = {"python", "numpy", "torch", "cuda"} - set(sd)
+        if missing:
+            raise CheckpointError(f"RNG state lacks {sorted(missing)}")
+        version, internal, gauss = sd["python"]
+        random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+        name, keys, pos, has_gauss, cached = sd["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
+        torch.set_rng_state(sd["torch"].cpu())
+        cuda = sd["cuda"]
+        if cuda and torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            if len(cuda) != n:
+                warnings.warn(f"checkpoint has {len(cuda)} CUDA RNG states, this machine {n} devices; restoring "
+                              f"the first {min(n, len(cuda))}")
+            for i, s in enumerate(cuda[:n]):
+                torch.cuda.set_rng_state(s.cpu(), i)
+        elif cuda:
+            warnings.warn("checkpoint holds CUDA RNG states but CUDA is not available; they are not restored")

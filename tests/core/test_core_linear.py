@@ -1,0 +1,144 @@
+"""SparseLinear and its autograd function against the dense formulas with the same masks."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparse_core import SparseLinear, is_transposable_24, is_valid_24
+from sparse_core.backends import BACKENDS, register_backend, resolve_backend
+from sparse_core.backends.reference import ReferenceBackend
+from sparse_core.linear import sparse_linear
+
+
+def make(kind="magnitude", mvue=False, bias=True, dtype=torch.float64):
+    torch.manual_seed(0)
+    return SparseLinear(8, 12, bias=bias, dtype=dtype, mask_kind=kind, mvue=mvue, backend="reference")
+
+
+@pytest.mark.parametrize("kind", ["magnitude", "transposable"])
+def test_gradcheck_input_and_bias_float64(kind):
+    layer = make(kind)
+    plan = layer.plan(torch.float64)
+    backend = layer.backend
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    bias = layer.bias.detach().clone().requires_grad_(True)
+    w = layer.weight.detach()  # dW is a straight-through estimate, checked against its formula below
+    assert torch.autograd.gradcheck(lambda x, b: sparse_linear(x, w, b, plan, backend), (x, bias))
+
+
+@pytest.mark.parametrize("kind", ["magnitude", "transposable"])
+def test_forward_and_grads_equal_dense_formulas(kind):
+    layer = make(kind)
+    mask = layer.mask.clone()
+    assert is_valid_24(mask, dim=1)
+    if kind == "transposable":
+        assert is_transposable_24(mask)
+    x = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    assert torch.allclose(y, F.linear(x, layer.weight * mask, layer.bias))
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    x2, dy2 = x.detach().reshape(-1, 8), dy.reshape(-1, 12)
+    assert torch.allclose(x.grad.reshape(-1, 8), dy2 @ (layer.weight.detach() * mask))  # dX = dY (M*W)
+    assert torch.allclose(layer.weight.grad, dy2.t() @ x2)  # dW = dY^T X, straight-through
+    assert torch.allclose(layer.bias.grad, dy2.sum(0))
+
+
+def test_mvue_weight_gradient_is_unbiased():
+    layer = make(mvue=True)
+    x = torch.randn(16, 8, dtype=torch.float64)
+    dy = torch.randn(16, 12, dtype=torch.float64)
+    exact = dy.t() @ x
+    n, acc = 3000, torch.zeros_like(exact)
+    for _ in range(n):
+        layer.weight.grad = None
+        layer(x).backward(dy)
+        acc += layer.weight.grad
+    err = (acc / n - exact).abs().max() / exact.abs().max()
+    assert err < 0.03
+    layer.weight.grad = None
+    layer(x).backward(dy)
+    assert not torch.allclose(layer.weight.grad, exact)  # a single draw is sparse, not exact
+
+
+def test_mvue_handles_token_counts_not_divisible_by_4():
+    layer = make(mvue=True)
+    x = torch.randn(7, 8, dtype=torch.float64, requires_grad=True)
+    layer(x).sum().backward()
+    assert torch.isfinite(layer.weight.grad).all()
+
+
+def test_no_bias_dense_mode_and_refresh():
+    layer = make(bias=False)
+    x = torch.randn(4, 8, dtype=torch.float64)
+    layer.mode = "dense"
+    assert torch.allclose(layer(x), F.linear(x, layer.weight))
+    layer.mode = "sparse"
+    old = layer.mask.clone()
+    with torch.no_grad():
+        layer.weight.add_(torch.randn_like(layer.weight))
+    flips = layer.refresh_mask()
+    assert flips == int((layer.mask != old).sum()) > 0
+    assert is_valid_24(layer.mask, 1)
+
+
+def test_cpu_autocast_bf16():
+    layer = SparseLinear(16, 32, backend="reference")
+    x = torch.randn(2, 4, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    ref = F.linear(x, layer.weight * layer.mask, layer.bias)
+    assert torch.allclose(y.float(), ref, atol=5e-2, rtol=5e-2)
+    y.float().sum().backward()
+    assert layer.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+
+
+class CountingBackend(ReferenceBackend):
+    name = "counting-test"
+    prepared = 0
+
+    def prepare(self, ops):
+        CountingBackend.prepared += 1
+        return super().prepare(ops)
+
+
+def test_operands_built_once_per_optimizer_step():
+    register_backend(CountingBackend)
+    try:
+        layer = SparseLinear(8, 8, backend="counting-test")
+        opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+        for _ in range(2):
+            for _ in range(3):  # micro-batches
+                layer(torch.randn(4, 8)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        assert CountingBackend.prepared == 2
+        layer.refresh_mask()
+        layer(torch.randn(4, 8))
+        assert CountingBackend.prepared == 3
+    finally:
+        BACKENDS.pop("counting-test")
+
+
+def test_backend_resolution():
+    assert resolve_backend("auto", "cpu").name == "reference"
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        resolve_backend("nope", "cpu")
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: SparseLinear(6, 8), "in_features"),
+        (lambda: SparseLinear(8, 10), "out_features"),
+        (lambda: SparseLinear(8, 8, mode="half"), "mode"),
+        (lambda: SparseLinear(8, 8, mask_kind="random"), "mask_kind"),
+        (lambda: SparseLinear(8, 8, mask_refresh_interval=0), "mask_refresh_interval"),
+        (lambda: SparseLinear(8, 8)(torch.randn(2, 4)), "features"),
+        (lambda: SparseLinear(8, 8)(torch.randn(2, 8, dtype=torch.float64)), "dtype"),
+    ],
+)
+def test_bad_configuration(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()

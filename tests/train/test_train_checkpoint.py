@@ -1,0 +1,192 @@
+"""CheckpointManager: atomic writes, manifest, pruning, corrupt fallbacks, weights_only, exact resume."""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from sparse_core.train.checkpoint import CheckpointError, CheckpointManager, RNGState, load_checkpoint, restore
+
+
+def _model_opt(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int) -> None:
+    for _ in range(steps):
+        x = torch.randn(5, 8)  # draws from the global generator, so RNG state matters
+        model(x).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def test_save_writes_manifest_and_no_temp_files(tmp_path):
+    model, opt = _model_opt()
+    mgr = CheckpointManager(tmp_path / "ckpt")
+    path = mgr.save(7, {"model": model, "optimizer": opt, "meta": {"tokens": 123, "name": "x"}})
+    assert path.name == "ckpt_00000007.pt" and path.is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt_00000007.pt", "manifest.json"]
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    (entry,) = manifest["checkpoints"]
+    assert entry["file"] == path.name and entry["step"] == 7 and len(entry["sha256"]) == 64
+
+
+def test_everything_loads_with_weights_only(tmp_path):
+    model, opt = _model_opt()
+    _train(model, opt, 2)
+    scaler = torch.amp.GradScaler("cpu")
+    mgr = CheckpointManager(tmp_path)
+    path = mgr.save(2, {"model": model, "optimizer": opt, "scaler": scaler, "rng": RNGState(),
+                        "data": {"epoch": 1, "offsets": torch.arange(3), "names": ["a", "b"]}, "step": 2})
+    raw = torch.load(path, weights_only=True)  # what the loader does, spelled out
+    assert raw["step"] == 2 and torch.equal(raw["state"]["data"]["offsets"], torch.arange(3))
+    step, state = mgr.load_latest()
+    assert step == 2 and state["step"] == 2 and state["data"]["names"] == ["a", "b"]
+
+
+def test_unloadable_values_are_refused_at_save(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    with pytest.raises(TypeError, match=r"data\['arr'\].*ndarray"):
+        mgr.save(0, {"data": {"arr": np.zeros(3)}})
+    with pytest.raises(ValueError, match="step"):
+        mgr.save(-1, {"x": 1})
+    assert not list(tmp_path.glob("ckpt_*"))
+
+
+def test_keep_last_prunes_oldest(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for step in (10, 20, 30, 40):
+        mgr.save(step, {"x": torch.tensor(step)})
+    assert sorted(p.name for p in tmp_path.glob("ckpt_*.pt")) == ["ckpt_00000030.pt", "ckpt_00000040.pt"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [e["step"] for e in manifest["checkpoints"]] == [30, 40]
+    step, state = mgr.load_latest()
+    assert step == 40 and state["x"].item() == 40
+    with pytest.raises(ValueError, match="keep_last"):
+        CheckpointManager(tmp_path, keep_last=0)
+
+
+def test_stale_temp_file_is_cleaned_and_ignored(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    (tmp_path / ".tmp_crashed.part").write_bytes(b"half a checkpoint")
+    assert mgr.load_latest() is None  # a temp file is not a checkpoint
+    mgr.save(1, {"x": 1})
+    assert not list(tmp_path.glob(".tmp_*"))
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_newest_falls_back_with_warning(tmp_path, damage):
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(1, {"x": torch.tensor(1.0)})
+    newest = mgr.save(2, {"x": torch.tensor(2.0)})
+    if damage == "flip":
+        _flip_byte(newest)
+    else:
+        newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 3])
+    with pytest.warns(UserWarning, match="ckpt_00000002.pt.*sha256"):
+        step, state = mgr.load_latest()
+    assert step == 1 and state["x"].item() == 1.0
+    with pytest.raises(CheckpointError, match="sha256"):
+        mgr.load(newest)
+
+
+def test_truncated_without_manifest_fails_in_torch_load(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(1, {"x": torch.tensor(1.0)})
+    newest = mgr.save(2, {"x": torch.tensor(2.0)})
+    (tmp_path / "manifest.json").unlink()
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="ckpt_00000002.pt.*torch.load failed"):
+        step, _ = mgr.load_latest()
+    assert step == 1
+
+
+def test_all_corrupt_raises_and_empty_returns_none(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    assert mgr.load_latest() is None
+    for step in (1, 2):
+        _flip_byte(mgr.save(step, {"x": torch.tensor(float(step))}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(CheckpointError, match=r"(?s)no usable checkpoint.*ckpt_00000002.pt.*ckpt_00000001.pt"):
+            mgr.load_latest()
+
+
+def test_checkpoint_missing_from_manifest_still_loads(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    mgr.save(1, {"x": 1})
+    manifest = (tmp_path / "manifest.json").read_bytes()
+    mgr.save(2, {"x": 2})
+    (tmp_path / "manifest.json").write_bytes(manifest)  # as if we crashed before the manifest update
+    with pytest.warns(UserWarning, match="not listed"):
+        assert mgr.load_latest()[0] == 2
+
+
+def test_load_specific_file_and_errors(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    path = mgr.save(3, {"x": 3})
+    assert load_checkpoint(path) == (3, {"x": 3})
+    assert mgr.load("ckpt_00000003.pt")[0] == 3
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "ckpt_00000009.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"foo": 1}, other)
+    with pytest.raises(CheckpointError, match="not a sparse_core checkpoint"):
+        load_checkpoint(other)
+
+
+def test_restore_missing_entry_is_named(tmp_path):
+    model, _ = _model_opt()
+    with pytest.raises(CheckpointError, match="'model'"):
+        restore({"model": model}, {"optimizer": {}})
+
+
+def test_rng_state_round_trip(tmp_path):
+    rng = RNGState()
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    random.random(), np.random.rand(), torch.rand(1)
+    np.random.randn()  # leaves a cached gaussian in numpy's state
+    CheckpointManager(tmp_path).save(0, {"rng": rng})
+    expected = (random.random(), np.random.rand(4).tolist(), np.random.randn(), torch.rand(4))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    _, loaded = CheckpointManager(tmp_path).load_latest()
+    restore({"rng": rng}, loaded)
+    got = (random.random(), np.random.rand(4).tolist(), np.random.randn(), torch.rand(4))
+    assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
+
+
+def test_resume_continues_bit_exactly(tmp_path):
+    """Train 3+3 steps with a save/rebuild/restore in between == 6 steps straight."""
+    model, opt = _model_opt()
+    torch.manual_seed(42)
+    _train(model, opt, 6)
+    straight = [p.detach().clone() for p in model.parameters()]
+
+    model, opt = _model_opt()
+    torch.manual_seed(42)
+    _train(model, opt, 3)
+    CheckpointManager(tmp_path).save(3, {"model": model, "optimizer": opt, "rng": RNGState()})
+    torch.manual_seed(0)  # disturb everything the checkpoint must restore
+    model, opt = _model_opt(seed=1)
+    state = {"model": model, "optimizer": opt, "rng": RNGState()}
+    step, loaded = CheckpointManager(tmp_path).load_latest()
+    restore(state, loaded)
+    _train(model, opt, 3)
+    assert step == 3
+    for a, b in zip(straight, model.parameters()):
+        assert torch.equal(a, b)
