@@ -25,6 +25,8 @@ def check_group_dim(t: torch.Tensor, dim: int, name: str, group: int = 4) -> int
     if not -t.dim() <= dim < t.dim():
         raise ValueError(f"dim={dim} is out of range for {name} of shape {tuple(t.shape)}")
     dim = dim % t.dim()
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); 2:4 sparsity needs elements")
     size = t.shape[dim]
     if size == 0 or size % group:
         raise ValueError(

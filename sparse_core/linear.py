@@ -100,7 +100,11 @@ class SparseLinear(nn.Linear):
     def _configure(self, mode: str, mask_kind: str, mvue: bool, mask_refresh_interval: int, backend: str) -> None:
         self.mode = mode
         self.mask_kind = mask_kind
-        self.mvue = bool(mvue)
+        if not isinstance(mvue, bool):
+            raise TypeError(f"mvue must be a bool, got {mvue!r}")
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a str, got {backend!r}")
+        self.mvue = mvue
         self.mask_refresh_interval = mask_refresh_interval
         self.backend_name = backend
         self.generator: torch.Generator | None = None

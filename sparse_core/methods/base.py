@@ -8,9 +8,11 @@ backward mask, S-STE's soft threshold) through the hooks below.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from sparse_core.backends import BACKENDS
 from sparse_core.linear import MASK_KINDS
 
 if TYPE_CHECKING:
@@ -43,15 +45,19 @@ class SparseMethod:
 
     def validate(self, total_steps: int | None) -> None:
         """Refuse impossible option values and combinations before training starts."""
+        self._check_types()
         if self.mask_kind not in MASK_KINDS:
             raise ValueError(f"{self.name}: mask_kind must be one of {MASK_KINDS}, got {self.mask_kind!r}")
+        if self.backend != "auto" and self.backend not in BACKENDS:
+            raise ValueError(f"{self.name}: unknown backend {self.backend!r}; known: {sorted(BACKENDS)} or 'auto'")
         if self.decay not in DECAY_FORMS:
             raise ValueError(f"{self.name}: decay must be one of {DECAY_FORMS}, got {self.decay!r}")
         interval = self.mask_refresh_interval
         if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
             raise ValueError(f"{self.name}: mask_refresh_interval must be an int >= 1, got {interval!r}")
         if self.lambda_w != "auto":
-            if isinstance(self.lambda_w, bool) or not isinstance(self.lambda_w, (int, float)) or self.lambda_w < 0:
+            if (isinstance(self.lambda_w, bool) or not isinstance(self.lambda_w, (int, float))
+                    or not math.isfinite(self.lambda_w) or self.lambda_w < 0):
                 raise ValueError(f"{self.name}: lambda_w must be a float >= 0 or 'auto', got {self.lambda_w!r}")
         frac = self.dense_ft_fraction
         if frac is not None:
@@ -72,6 +78,21 @@ class SparseMethod:
                                  f"got {self.flip_low!r}, {self.flip_high!r}")
         if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
             raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
+
+    def _check_types(self) -> None:
+        """Each field must hold the type its default has (numbers: int or float; None where allowed)."""
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default
+            if default is dataclasses.MISSING or default is None or f.name in ("lambda_w", "dense_ft_fraction"):
+                continue
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, (int, float)):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, type(default))
+            if not ok:
+                raise TypeError(f"{self.name}: option {f.name} must be {type(default).__name__}, got {value!r}")
 
     def layer_options(self) -> dict[str, Any]:
         """Keyword options for every SparseLinear this method creates."""
