@@ -1,5 +1,6 @@
 """Shared training utilities for the recipes: config, checkpoint, metrics, plots, distributed,
-LR schedules and the one optimizer step that calls the sparse controller."""
+LR schedules, the one optimizer step that calls the sparse controller, and fault tolerance (pre-emption,
+non-finite steps)."""
 
 from sparse_core.train.checkpoint import CheckpointError, CheckpointManager, RNGState, load_checkpoint, restore
 from sparse_core.train.config import ConfigError, config_to_dict, load_config, parse_cli
@@ -15,6 +16,15 @@ from sparse_core.train.metrics import (
     read_jsonl,
 )
 from sparse_core.train.plots import plot_metrics, plot_prefix
+from sparse_core.train.resilience import (
+    NonFiniteGuard,
+    Preempted,
+    PreemptionHandler,
+    TrainingDiverged,
+    any_rank,
+    exit_preempted,
+    loss_is_finite,
+)
 from sparse_core.train.schedules import one_cycle_lr, set_lr, warmup_cosine_lr
 from sparse_core.train.step import StepResult, optimizer_step
 
@@ -27,4 +37,6 @@ __all__ = [
     "plot_metrics", "plot_prefix",
     "one_cycle_lr", "set_lr", "warmup_cosine_lr",
     "StepResult", "optimizer_step",
+    "NonFiniteGuard", "Preempted", "PreemptionHandler", "TrainingDiverged", "any_rank", "exit_preempted",
+    "loss_is_finite",
 ]

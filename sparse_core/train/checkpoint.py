@@ -15,6 +15,7 @@ crash leaves either the old or the new file, never half of one. Everything loads
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -64,6 +65,12 @@ def _atomic_write(path: Path, write: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, quota, I/O error: say which file, and that nothing was replaced
+        Path(tmp).unlink(missing_ok=True)
+        full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        hint = " (free disk space or lower keep_last)" if full else ""
+        raise OSError(e.errno, f"writing {path} failed: {e.strerror or e}; {path.name} was not replaced and "
+                      f"earlier checkpoints are intact{hint}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -105,8 +112,11 @@ def _read_checkpoint(path: Path, expected_sha: str | None, map_location: Any) ->
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated/corrupt zips
         raise CheckpointError(f"torch.load failed: {type(e).__name__}: {e}") from e
-    if not (isinstance(payload, dict) and payload.get("format") == _FORMAT and isinstance(payload.get("state"), dict)):
-        raise CheckpointError(f"not a sparse_core checkpoint (format {_FORMAT} with 'step' and 'state')")
+    if not (isinstance(payload, dict) and payload.get("format") == _FORMAT and isinstance(payload.get("state"), dict)
+            and isinstance(payload.get("step"), int)):
+        keys = sorted(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"not a sparse_core checkpoint (format {_FORMAT} with an int 'step' and a dict "
+                              f"'state'); it has {keys}")
     return int(payload["step"]), payload["state"]
 
 
@@ -117,8 +127,12 @@ def _manifest_entries(directory: Path) -> dict[str, dict[str, Any]] | None:
         return None
     try:
         data = json.loads(path.read_text())
-        return {e["file"]: e for e in data["checkpoints"]}
-    except (ValueError, KeyError, TypeError) as e:
+        entries = {e["file"]: e for e in data["checkpoints"]}
+        for name, e in entries.items():
+            if not (isinstance(name, str) and isinstance(e.get("sha256"), str) and len(e["sha256"]) == 64):
+                raise ValueError(f"entry {e!r} lacks a file name or a sha256")
+        return entries
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         warnings.warn(f"{path}: unreadable manifest ({e}); checkpoints will be loaded without sha256 checks")
         return None
 
@@ -242,7 +256,11 @@ def restore(state: dict[str, Any], loaded: dict[str, Any]) -> None:
             raise CheckpointError(f"checkpoint has no entry {name!r} to restore; it has {sorted(loaded)}")
         if not callable(getattr(obj, "load_state_dict", None)):
             raise TypeError(f"state[{name!r}] ({type(obj).__name__}) has state_dict() but no load_state_dict()")
-        obj.load_state_dict(loaded[name])
+        try:
+            obj.load_state_dict(loaded[name])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:  # missing/unexpected keys, shapes
+            raise CheckpointError(f"checkpoint entry {name!r} does not fit this {type(obj).__name__}: "
+                                  f"{type(e).__name__}: {e}") from e
 
 
 class RNGState:

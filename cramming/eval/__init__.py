@@ -1,0 +1,1 @@
+"""GLUE fine-tuning, metrics and result tables for checkpoints written by cramming.train."""

@@ -1,0 +1,227 @@
+"""Cramming-style MLM pre-training on a budget, FFNs made 2:4 by `sparse_core`.
+
+    python -m cramming.train                                  # tiny, embedded corpus, CPU, a few minutes
+    python -m cramming.train method=2by4 budget.steps=600
+    python -m cramming.train --config-name crammed method=2by4 budget.minutes=1440 budget.expected_steps=...
+    torchrun --nproc_per_node 8 -m cramming.train --config-name crammed ...
+
+Writes out/<run>/: metrics.jsonl, plots/, checkpoints/ (atomic, exact resume), model/ (HF layout:
+config.json + model.safetensors + tokenizer, the input of `cramming.eval.glue`), summary.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+import sparse_core
+from cramming.config import CONFIG_DIR, CrammingConfig
+from cramming.data import MLMBatches, build_corpus, mask_tokens
+from cramming.model import CrammedBertConfig, CrammedBertForMaskedLM
+from sparse_core.train import (CheckpointManager, RNGState, all_reduce_mean, barrier, broadcast_object, build_logger,
+                               cleanup, config_to_dict, init_distributed, load_config, one_cycle_lr, optimizer_step,
+                               parse_cli, plot_metrics, progress_bar, restore, set_lr)
+
+__all__ = ["build_model", "param_groups", "evaluate_mlm", "train", "main"]
+
+
+def build_model(cfg: CrammingConfig, vocab_size: int, pad_token_id: int) -> CrammedBertForMaskedLM:
+    """The MLM model of `cfg.model`; the 'half' method halves the FFN width here."""
+    m = cfg.model
+    return CrammedBertForMaskedLM(CrammedBertConfig(
+        vocab_size=vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads, intermediate_size=sparse_core.ffn_hidden_dim(m.intermediate_size, cfg.method),
+        max_position_embeddings=m.max_position, type_vocab_size=m.type_vocab_size, hidden_dropout_prob=m.dropout,
+        layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range, pad_token_id=pad_token_id))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices (linears, embeddings); none on LayerNorm weights and biases."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def evaluate_mlm(model: torch.nn.Module, rows: torch.Tensor, batches: MLMBatches, device: torch.device,
+                 autocast: Any, batch_size: int) -> float:
+    """Mean MLM loss on `rows`, masked with a fixed generator so every evaluation sees the same targets."""
+    model.eval()
+    g = torch.Generator().manual_seed(1234)
+    total = torch.zeros((), device=device)
+    n = 0
+    for i in range(0, len(rows), batch_size):
+        inputs, labels = mask_tokens(rows[i:i + batch_size], generator=g, **batches.mask_args)
+        with autocast():
+            total += model(inputs.to(device), labels=labels.to(device)).loss.float()
+        n += 1
+    model.train()
+    return float(all_reduce_mean(total / max(n, 1)))  # .item() sync
+
+
+def _autocast_factory(device: torch.device, dtype: str) -> Any:
+    if device.type == "cuda" and dtype != "float32":
+        amp = getattr(torch, dtype)
+        return lambda: torch.autocast("cuda", dtype=amp)
+    return contextlib.nullcontext
+
+
+def train(cfg: CrammingConfig) -> dict[str, float]:
+    """Pre-train within the budget; returns the final summary (also written to summary.json)."""
+    env = init_distributed(cfg.device)
+    device = env.device
+    torch.manual_seed(cfg.seed)
+    run_dir = Path(cfg.out_dir) / cfg.run_name
+    micro_world = cfg.optim.micro_batch_size * env.world_size
+    if cfg.optim.batch_size % micro_world:
+        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not a multiple of micro_batch_size x world "
+                         f"size = {micro_world}")
+    accumulation = cfg.optim.batch_size // micro_world
+
+    # ---- data, model, sparse controller, optimizer ----
+    if env.is_main:
+        tokenizer, train_rows, val_rows = build_corpus(cfg.data, run_dir, cfg.seed)
+    barrier()
+    if not env.is_main:
+        tokenizer, train_rows, val_rows = build_corpus(cfg.data, run_dir, cfg.seed)  # reads rank 0's cache
+    special = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+    batches = MLMBatches(train_rows, micro_batch_size=cfg.optim.micro_batch_size, accumulation=accumulation,
+                         world_size=env.world_size, rank=env.rank, seed=cfg.seed, mask_id=tokenizer.mask_token_id,
+                         vocab_size=len(tokenizer), special_ids=special, probability=cfg.data.mlm_probability)
+    model = build_model(cfg, len(tokenizer), tokenizer.pad_token_id)
+    total_steps = cfg.budget.total_steps
+    ctl = sparse_core.sparsify(model, method=cfg.method, total_steps=total_steps, **cfg.sparse)
+    model.to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                  betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, fused=device.type == "cuda")
+    ctl.bind_optimizer(optimizer)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.dtype == "float16" else None
+    autocast = _autocast_factory(device, cfg.dtype)
+    fwd = model
+    if env.world_size > 1:
+        fwd = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        fwd = torch.compile(fwd)
+
+    # ---- resume ----
+    ckpt = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.keep_checkpoints)
+    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "sparse": ctl, "rng": RNGState()}
+    if scaler is not None:
+        state["scaler"] = scaler
+    step, elapsed_before = 0, 0.0
+    found = ckpt.load_latest(map_location=device) if cfg.resume else None
+    if found is not None:
+        step, loaded = found
+        restore(state, loaded)
+        elapsed_before = float(loaded["progress"]["elapsed"])
+        if env.is_main:
+            print(f"resumed from {ckpt.path_for(step)} at step {step}")
+    logger = build_logger(run_dir, cfg.wandb, cfg.wandb_project, cfg.run_name, config_to_dict(cfg), env.is_main)
+    if env.is_main:
+        (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"{cfg.run_name}: method={cfg.method} params={n_params / 1e6:.2f}M train_seqs={len(train_rows)} "
+              f"accumulation={accumulation} device={device} {ctl!r}")
+
+    def save(at: int, elapsed: float) -> None:
+        if env.is_main:
+            ckpt.save(at, {**state, "progress": {"step": at, "elapsed": elapsed}, "config": config_to_dict(cfg)})
+        barrier()
+
+    budget_s = None if cfg.budget.minutes is None else cfg.budget.minutes * 60.0
+    bar = progress_bar(total_steps, initial=min(step, total_steps), enabled=env.is_main and cfg.progress)
+    start = time.perf_counter()
+    tokens_per_step = cfg.optim.batch_size * cfg.data.seq_len
+    loss_acc, t_log = torch.zeros((), device=device), time.perf_counter()
+    val_loss, val_step = float("nan"), -1
+    stop_step = None if cfg.stop_after_steps is None else step + cfg.stop_after_steps
+
+    # ---- the loop: LR over the budget, accumulate, clip, controller + optimizer step, log, eval, save ----
+    while True:
+        elapsed = elapsed_before + time.perf_counter() - start
+        done = step >= cfg.budget.steps if budget_s is None else elapsed >= budget_s
+        if env.world_size > 1 and budget_s is not None:
+            done = broadcast_object(done)  # ranks must agree on when the clock runs out
+        if done or (stop_step is not None and step >= stop_step):
+            break
+        if budget_s is None:
+            lr = one_cycle_lr(step, base_lr=cfg.optim.lr, total_steps=cfg.budget.steps,
+                              warmup_fraction=cfg.optim.warmup_fraction, final_fraction=cfg.optim.final_fraction)
+        else:
+            lr = one_cycle_lr(elapsed, base_lr=cfg.optim.lr, total_steps=budget_s,
+                              warmup_fraction=cfg.optim.warmup_fraction, final_fraction=cfg.optim.final_fraction)
+        set_lr(optimizer, lr)
+        for micro in range(accumulation):
+            batch = batches.batch(step, micro)
+            sync = micro == accumulation - 1 or env.world_size == 1
+            with (contextlib.nullcontext() if sync else fwd.no_sync()), autocast():
+                loss = fwd(batch["input_ids"].to(device, non_blocking=True),
+                           labels=batch["labels"].to(device, non_blocking=True)).loss / accumulation
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            loss_acc += loss.detach()
+        result = optimizer_step(model, optimizer, controller=ctl, scaler=scaler, clip_norm=cfg.optim.clip_norm,
+                                step=step)
+        step += 1
+        bar.update(1)
+
+        if cfg.log_interval and step % cfg.log_interval == 0:
+            train_loss = float(all_reduce_mean(loss_acc / cfg.log_interval))  # .item() sync
+            now = time.perf_counter()
+            metrics = {"train/loss": train_loss, "train/lr": lr, "train/grad_norm": result.grad_norm or 0.0,
+                       "train/skipped": float(result.skipped), "train/elapsed_s": elapsed_before + now - start,
+                       "train/tokens_per_s": tokens_per_step * cfg.log_interval / (now - t_log), **ctl.metrics()}
+            logger.log(metrics, step)
+            bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"training loss is {train_loss} at step {step}")
+            loss_acc.zero_()
+            t_log = now
+        if cfg.eval_interval and step % cfg.eval_interval == 0 and len(val_rows):
+            val_loss, val_step = evaluate_mlm(model, val_rows, batches, device, autocast, cfg.optim.micro_batch_size), step
+            logger.log({"val/loss": val_loss}, step)
+        if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
+            save(step, elapsed_before + time.perf_counter() - start)
+    bar.close()
+
+    # ---- final: checkpoint, validation, HF export, plots, summary ----
+    elapsed = elapsed_before + time.perf_counter() - start
+    save(step, elapsed)
+    finished = stop_step is None or step < stop_step
+    if len(val_rows) and val_step != step:
+        val_loss = evaluate_mlm(model, val_rows, batches, device, autocast, cfg.optim.micro_batch_size)
+        logger.log({"val/loss": val_loss}, step)
+    summary = {"method": cfg.method, "steps": step, "elapsed_s": elapsed, "val_loss": val_loss,
+               "finished": float(finished)}
+    if env.is_main:
+        if finished:
+            export = sparse_core.densify(copy.deepcopy(model)).cpu()
+            export.save_pretrained(run_dir / "model")
+            tokenizer.save(run_dir / "model")
+        logger.close()
+        panels = {"loss": ["train/loss", "val/loss"], "lr": ["train/lr"], "grad_norm": ["train/grad_norm"]}
+        if ctl.layers:
+            panels["sparse"] = ["sparse/flip_rate", "sparse/lambda_w", "sparse/dense"]
+        plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots", panels)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"done: step {step}, {elapsed:.0f}s, val MLM loss {val_loss:.4f}; outputs in {run_dir}")
+    cleanup()
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """CLI: `[--config-name NAME] key=value ...` (hydra overrides on the dataclass schema)."""
+    name, overrides = parse_cli(sys.argv[1:] if argv is None else argv)
+    cfg = load_config(CrammingConfig, CONFIG_DIR, name or "tiny", overrides)
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
