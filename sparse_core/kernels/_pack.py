@@ -1,9 +1,16 @@
-"""Triton building blocks shared by the compress kernels: one 64-row x BC-column tile of A -> packed.
+"""Triton building blocks of the compress kernels: one 64-row x BC-column tile of A -> cuSPARSELt's operand.
 
-A tile covers one 64-row metadata block and BC/32 metadata tiles. It is read as four sub-tiles
-(s, h) in 0..1 x 0..1: sub-tile (s, h) holds rows 16*t + 8*s + a and groups 8*g + 4*h + q, so the four
-nibbles of a metadata word ((a, q), (a+8, q), (a, q+4), (a+8, q+4)) sit at the same index of the four
-sub-tiles and each word is three shifts and ors, with no data exchange between threads.
+A metadata word holds the nibbles of rows (a, a + 8) x groups (q, q + 4) of a 16-row x 8-group tile. Each
+tile is therefore read as sub-tiles that put the four nibbles of a word at the same tensor index, so a word
+is shifts and ors of whole tensors, with no data exchange between threads:
+  - `pack_rows_tile` (A = X, 2:4 along X's rows): four sub-tiles (s, h), each 32 rows (16t + 8s + a) x
+    GT runs of 16 contiguous columns (32 bytes: groups 8g + 4h + q); loads and value stores are 16-byte
+    vectors, all four sub-tiles are loaded before any store.
+  - `pack_cols_tile` (A = X^T, 2:4 along X's columns, i.e. a group is 4 consecutive rows of X): for each
+    half h and member e, the X rows (8g + 4h + q) * 4 + e over the tile's 64 contiguous X columns (128
+    bytes); the rows a / a + 8 of A are combined by a 2-wide sum, and the values are transposed to A's
+    row-major order in registers (one layout conversion) before 16-byte stores.
+All in-tile offsets are int32; only each program's base pointers use int64.
 """
 
 from __future__ import annotations
@@ -52,15 +59,42 @@ if has_triton():
     @triton.jit
     def top2_of_4(x0, x1, x2, x3):
         """Keep flags of the two largest |x| (16-bit patterns; ties to the lower index)."""
-        m0 = x0.to(tl.int32) & 0x7FFF
-        m1 = x1.to(tl.int32) & 0x7FFF
-        m2 = x2.to(tl.int32) & 0x7FFF
-        m3 = x3.to(tl.int32) & 0x7FFF
+        m0 = x0 & 0x7FFF
+        m1 = x1 & 0x7FFF
+        m2 = x2 & 0x7FFF
+        m3 = x3 & 0x7FFF
         c0 = (m1 > m0).to(tl.int32) + (m2 > m0).to(tl.int32) + (m3 > m0).to(tl.int32)
         c1 = (m0 >= m1).to(tl.int32) + (m2 > m1).to(tl.int32) + (m3 > m1).to(tl.int32)
         c2 = (m0 >= m2).to(tl.int32) + (m1 >= m2).to(tl.int32) + (m3 > m2).to(tl.int32)
         c3 = (m0 >= m3).to(tl.int32) + (m1 >= m3).to(tl.int32) + (m2 >= m3).to(tl.int32)
         return c0 < 2, c1 < 2, c2 < 2, c3 < 2
+
+    @triton.jit
+    def nibble_of(nz0, nz1, nz2, TABLE: tl.constexpr):
+        """cuSPARSELt's nibble from the non-zero flags of positions 0..2 (position 3 never matters)."""
+        bits = nz0.to(tl.int32) | (nz1.to(tl.int32) << 1) | (nz2.to(tl.int32) << 2)
+        return (tl.full(bits.shape, TABLE, tl.int32) >> (bits * 4)) & 15
+
+    @triton.jit
+    def first_of(i0, v0, v1, v2):
+        """v[i0] for the lower kept position i0 in 0..2."""
+        return tl.where(i0 == 0, v0, tl.where(i0 == 1, v1, v2))
+
+    @triton.jit
+    def second_of(i1, v1, v2, v3):
+        """v[i1] for the upper kept position i1 in 1..3."""
+        return tl.where(i1 == 3, v3, tl.where(i1 == 2, v2, v1))
+
+    @triton.jit
+    def pack_group(x0, x1, x2, x3, k0, k1, k2, k3, TABLE: tl.constexpr):
+        """(lo, hi, nibble) of groups whose entries x (int16 patterns) are kept where k: the two stored
+        values (cuSPARSELt's positions; -0.0 counts as zero) and the metadata nibble (int32)."""
+        v0 = tl.where(k0, x0, 0).to(tl.int16)
+        v1 = tl.where(k1, x1, 0).to(tl.int16)
+        v2 = tl.where(k2, x2, 0).to(tl.int16)
+        v3 = tl.where(k3, x3, 0).to(tl.int16)
+        nib = nibble_of((v0 & 0x7FFF) != 0, (v1 & 0x7FFF) != 0, (v2 & 0x7FFF) != 0, TABLE)
+        return first_of(nib & 3, v0, v1, v2), second_of(nib >> 2, v1, v2, v3), nib
 
     @triton.jit
     def draw4(w0, w1, w2, w3, u):
@@ -74,18 +108,18 @@ if has_triton():
         return tl.minimum(idx, last)
 
     @triton.jit
-    def incl_prob(a, p, total, sec_sum, sec):
-        """P(index i is one of the two drawn): p_i + a_i * sum_{j != i} p_j / (S - a_j)."""
-        return tl.where(a > 0, p + (sec_sum - sec) * a, 0.0)
-
-    @triton.jit
-    def mvue4(x0, x1, x2, x3, u1, u2):
-        """MVUE 2:4 of one group (float32 values): two distinct draws without replacement, prop. to |x|,
-        each kept value divided by its inclusion probability; returns the four outputs."""
-        a0 = tl.abs(x0)
-        a1 = tl.abs(x1)
-        a2 = tl.abs(x2)
-        a3 = tl.abs(x3)
+    def mvue_group(x0, x1, x2, x3, u1, u2, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
+        """MVUE 2:4 of groups x (int16 patterns): two distinct draws without replacement, prop. to |x|, each
+        kept value divided by its inclusion probability; all-zero groups zero, non-finite groups NaN.
+        Returns (lo, hi, nibble) as pack_group, and the four float32 outputs (for the dense copy)."""
+        f0 = to_float(x0, IS_BF16)
+        f1 = to_float(x1, IS_BF16)
+        f2 = to_float(x2, IS_BF16)
+        f3 = to_float(x3, IS_BF16)
+        a0 = tl.abs(f0)
+        a1 = tl.abs(f1)
+        a2 = tl.abs(f2)
+        a3 = tl.abs(f3)
         total = a0 + a1 + a2 + a3
         pos = total > 0
         first = draw4(tl.where(pos, a0, 1.0), tl.where(pos, a1, 1.0), tl.where(pos, a2, 1.0),
@@ -99,99 +133,213 @@ if has_triton():
                        tl.where(rpos, r1, (first != 1).to(tl.float32)),
                        tl.where(rpos, r2, (first != 2).to(tl.float32)),
                        tl.where(rpos, r3, (first != 3).to(tl.float32)), u2)
-        safe = tl.where(pos, total, 1.0)
-        p0 = tl.where(pos, a0 / safe, 0.0)
-        p1 = tl.where(pos, a1 / safe, 0.0)
-        p2 = tl.where(pos, a2 / safe, 0.0)
-        p3 = tl.where(pos, a3 / safe, 0.0)
+        inv = 1.0 / tl.where(pos, total, 1.0)
+        p0 = a0 * inv
+        p1 = a1 * inv
+        p2 = a2 * inv
+        p3 = a3 * inv
+        # P(i is drawn second) = sum_{j != i} p_j * a_i / (S - a_j) = a_i * (ss - s_i), s_j = p_j / (S - a_j)
         s0 = tl.where(total - a0 > 0, p0 / tl.where(total - a0 > 0, total - a0, 1.0), 0.0)
         s1 = tl.where(total - a1 > 0, p1 / tl.where(total - a1 > 0, total - a1, 1.0), 0.0)
         s2 = tl.where(total - a2 > 0, p2 / tl.where(total - a2 > 0, total - a2, 1.0), 0.0)
         s3 = tl.where(total - a3 > 0, p3 / tl.where(total - a3 > 0, total - a3, 1.0), 0.0)
         ss = s0 + s1 + s2 + s3
-        pi0 = incl_prob(a0, p0, total, ss, s0)
-        pi1 = incl_prob(a1, p1, total, ss, s1)
-        pi2 = incl_prob(a2, p2, total, ss, s2)
-        pi3 = incl_prob(a3, p3, total, ss, s3)
+        pi0 = tl.where(a0 > 0, p0 + (ss - s0) * a0, 0.0)
+        pi1 = tl.where(a1 > 0, p1 + (ss - s1) * a1, 0.0)
+        pi2 = tl.where(a2 > 0, p2 + (ss - s2) * a2, 0.0)
+        pi3 = tl.where(a3 > 0, p3 + (ss - s3) * a3, 0.0)
         nan = total * 0.0  # NaN exactly when the group is not finite
-        fin = nan == 0.0
-        o0 = tl.where(((first == 0) | (second == 0)) & (a0 > 0), x0 / tl.where(pi0 > 0, pi0, 1.0), 0.0)
-        o1 = tl.where(((first == 1) | (second == 1)) & (a1 > 0), x1 / tl.where(pi1 > 0, pi1, 1.0), 0.0)
-        o2 = tl.where(((first == 2) | (second == 2)) & (a2 > 0), x2 / tl.where(pi2 > 0, pi2, 1.0), 0.0)
-        o3 = tl.where(((first == 3) | (second == 3)) & (a3 > 0), x3 / tl.where(pi3 > 0, pi3, 1.0), 0.0)
-        return (tl.where(fin, o0, nan), tl.where(fin, o1, nan), tl.where(fin, o2, nan), tl.where(fin, o3, nan))
+        bad = nan != 0.0
+        k0 = (((first == 0) | (second == 0)) & (a0 > 0)) | bad
+        k1 = (((first == 1) | (second == 1)) & (a1 > 0)) | bad
+        k2 = (((first == 2) | (second == 2)) & (a2 > 0)) | bad
+        k3 = (((first == 3) | (second == 3)) & (a3 > 0)) | bad
+        nib = nibble_of(k0, k1, k2, TABLE)
+        i0 = nib & 3
+        i1 = nib >> 2
+        klo = first_of(i0, k0, k1, k2)
+        khi = second_of(i1, k1, k2, k3)
+        plo = first_of(i0, pi0, pi1, pi2)
+        phi = second_of(i1, pi1, pi2, pi3)
+        lo = tl.where(klo, first_of(i0, f0, f1, f2) / tl.where(plo > 0, plo, 1.0), 0.0)
+        hi = tl.where(khi, second_of(i1, f1, f2, f3) / tl.where(phi > 0, phi, 1.0), 0.0)
+        lo = to_bits(tl.where(bad, nan, lo), IS_BF16)
+        hi = to_bits(tl.where(bad, nan, hi), IS_BF16)
+        o0 = tl.where(bad, nan, tl.where(k0, f0 / tl.where(pi0 > 0, pi0, 1.0), 0.0))
+        o1 = tl.where(bad, nan, tl.where(k1, f1 / tl.where(pi1 > 0, pi1, 1.0), 0.0))
+        o2 = tl.where(bad, nan, tl.where(k2, f2 / tl.where(pi2 > 0, pi2, 1.0), 0.0))
+        o3 = tl.where(bad, nan, tl.where(k3, f3 / tl.where(pi3 > 0, pi3, 1.0), 0.0))
+        return lo, hi, nib, o0, o1, o2, o3
+
+    # ---- A = X: 2:4 along X's rows -------------------------------------------------------------------
 
     @triton.jit
-    def pick(i, v0, v1, v2, v3):
-        return tl.where(i == 0, v0, tl.where(i == 1, v1, tl.where(i == 2, v2, v3)))
-
-    @triton.jit
-    def pack_tile(x_ptr, sxr, sxc, m_ptr, smr, smc, mo_ptr, d_ptr, out_ptr,
-                  rows, cols, row0, col0, seed,
-                  RULE: tl.constexpr, MASK_OUT: tl.constexpr, DENSE_OUT: tl.constexpr,
-                  BC: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
-        """Pack rows row0..row0+63, columns col0..col0+BC-1 of A (element (r, c) at x_ptr + r*sxr + c*sxc,
-        int16 patterns). RULE: 0 = keep where mask (uint8 at m_ptr + r*smr + c*smc), 1 = magnitude,
-        2 = MVUE with Philox `seed`. MASK_OUT writes the kept flags at mo_ptr (mask strides),
-        DENSE_OUT the kept values densely at d_ptr + r*cols + c."""
-        G2: tl.constexpr = BC // 8
+    def _rows_offsets(stride, s: tl.constexpr, h: tl.constexpr, GT: tl.constexpr):
+        """(32, GT, 16) in-tile offsets of sub-tile (s, h): rows 16t + 8s + a, columns 32g + 16h + 0..15."""
         i = tl.arange(0, 32)
-        j = tl.arange(0, G2)
-        e = tl.arange(0, 4)
-        word = tl.zeros((32, G2), tl.int32)
-        for s in tl.static_range(2):
-            row = row0 + (i // 8) * 16 + s * 8 + (i % 8)  # (32,)
-            row_ok = row < rows
-            for h in tl.static_range(2):
-                grp = col0 // 4 + (j // 4) * 8 + h * 4 + (j % 4)  # (G2,)
-                col = grp[None, :, None] * 4 + e[None, None, :]  # (1, G2, 4)
-                ok = row_ok[:, None, None] & (col < cols)
-                r64 = row[:, None, None].to(tl.int64)
-                xb = tl.load(x_ptr + r64 * sxr + col.to(tl.int64) * sxc, mask=ok, other=0)
-                x0, x1, x2, x3 = split4(xb)
-                if RULE == 0:
-                    mk = tl.load(m_ptr + r64 * smr + col.to(tl.int64) * smc, mask=ok, other=0) != 0
-                    k0, k1, k2, k3 = split4(mk)
-                elif RULE == 1:
-                    k0, k1, k2, k3 = top2_of_4(x0, x1, x2, x3)
-                else:
-                    gid = (row[:, None] * (cols // 4) + grp[None, :]) * 2
-                    u1 = tl.rand(seed, gid)
-                    u2 = tl.rand(seed, gid + 1)
-                    o0, o1, o2, o3 = mvue4(to_float(x0, IS_BF16), to_float(x1, IS_BF16),
-                                           to_float(x2, IS_BF16), to_float(x3, IS_BF16), u1, u2)
-                    x0 = to_bits(o0, IS_BF16)
-                    x1 = to_bits(o1, IS_BF16)
-                    x2 = to_bits(o2, IS_BF16)
-                    x3 = to_bits(o3, IS_BF16)
-                    k0 = (x0.to(tl.int32) & 0x7FFF) != 0
-                    k1 = (x1.to(tl.int32) & 0x7FFF) != 0
-                    k2 = (x2.to(tl.int32) & 0x7FFF) != 0
-                    k3 = (x3.to(tl.int32) & 0x7FFF) != 0
-                v0 = tl.where(k0, x0, 0).to(tl.int16)
-                v1 = tl.where(k1, x1, 0).to(tl.int16)
-                v2 = tl.where(k2, x2, 0).to(tl.int16)
-                v3 = tl.where(k3, x3, 0).to(tl.int16)
-                nzb = (((v0.to(tl.int32) & 0x7FFF) != 0).to(tl.int32)
-                       | (((v1.to(tl.int32) & 0x7FFF) != 0).to(tl.int32) << 1)
-                       | (((v2.to(tl.int32) & 0x7FFF) != 0).to(tl.int32) << 2)
-                       | (((v3.to(tl.int32) & 0x7FFF) != 0).to(tl.int32) << 3))
-                table = tl.full(nzb.shape, TABLE, tl.int64)
-                nib = ((table >> (nzb.to(tl.int64) * 4)) & 15).to(tl.int32)
-                i0 = nib & 3
-                i1 = nib >> 2
-                val = tl.join(pick(i0, v0, v1, v2, v3), pick(i1, v0, v1, v2, v3))  # (32, G2, 2)
-                voff = r64 * (cols // 2) + (grp[None, :, None] * 2 + tl.arange(0, 2)[None, None, :])
-                tl.store(out_ptr + voff, val, mask=row_ok[:, None, None] & (grp[None, :, None] < cols // 4))
-                nib = tl.where(row_ok[:, None], nib, 0xE)
-                word = word | (nib << (4 * (2 * h + s)))
-                if MASK_OUT:
-                    kk = join4(k0.to(tl.int8), k1.to(tl.int8), k2.to(tl.int8), k3.to(tl.int8))
-                    tl.store(mo_ptr + r64 * smr + col.to(tl.int64) * smc, kk, mask=ok)
-                if DENSE_OUT:
-                    tl.store(d_ptr + r64 * cols + col, join4(v0, v1, v2, v3), mask=ok)
-        gt = col0 // 32 + j // 4  # (G2,) metadata group-tile
-        rt = i // 8
-        tile = (row0 // 64 * (cols // 32) + gt[None, :]).to(tl.int64) * 4 + rt[:, None]
-        woff = (rows * (cols // 2)).to(tl.int64) + tile * 32 + (i % 8)[:, None] * 4 + (j % 4)[None, :]
-        tl.store(out_ptr + woff, word.to(tl.int16), mask=(gt < cols // 32)[None, :] & (rt[:, None] < 4))
+        r = (i // 8) * 16 + s * 8 + i % 8
+        c = tl.arange(0, GT) * 32 + h * 16
+        return r[:, None, None] * stride + c[None, :, None] + tl.arange(0, 16)[None, None, :]
+
+    @triton.jit
+    def _pack_rows_sub(x, m, vbase, hc, mobase, smo, s: tl.constexpr, h: tl.constexpr,
+                       RULE: tl.constexpr, MASK_OUT: tl.constexpr, GT: tl.constexpr, TABLE: tl.constexpr):
+        """Values (and kept flags) of sub-tile (s, h) stored; returns its (32, 4 GT) nibbles."""
+        x0, x1, x2, x3 = split4(tl.reshape(x, (32, GT * 4, 4)))
+        if RULE == 0:
+            k0, k1, k2, k3 = split4(tl.reshape(m != 0, (32, GT * 4, 4)))
+        else:
+            k0, k1, k2, k3 = top2_of_4(x0, x1, x2, x3)
+        lo, hi, nib = pack_group(x0, x1, x2, x3, k0, k1, k2, k3, TABLE)
+        i = tl.arange(0, 32)
+        r = (i // 8) * 16 + s * 8 + i % 8
+        c = tl.arange(0, GT) * 16 + h * 8
+        voff = r[:, None, None] * hc + c[None, :, None] + tl.arange(0, 8)[None, None, :]
+        tl.store(vbase + voff, tl.reshape(tl.join(lo, hi), (32, GT, 8)))
+        if MASK_OUT:
+            kk = join4(k0.to(tl.int8), k1.to(tl.int8), k2.to(tl.int8), k3.to(tl.int8))
+            tl.store(mobase + _rows_offsets(smo, s, h, GT), tl.reshape(kk, (32, GT, 16)))
+        return nib
+
+    @triton.jit
+    def pack_rows_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, out_ptr, rows, cols, row0, col0,
+                       RULE: tl.constexpr, MASK_OUT: tl.constexpr, BC: tl.constexpr, TABLE: tl.constexpr):
+        """Pack rows row0..+63, columns col0..+BC-1 of A = X (int16 X[r, c] at x_ptr + r*sx + c; BC a
+        multiple of 32 dividing cols, rows a multiple of 64). RULE 0 keeps where the uint8 mask at
+        m_ptr + r*sm + c is non-zero, 1 keeps the two largest |x|; MASK_OUT writes kept flags at mo_ptr."""
+        GT: tl.constexpr = BC // 32
+        r64 = row0.to(tl.int64)
+        xb = x_ptr + r64 * sx + col0
+        x00 = tl.load(xb + _rows_offsets(sx, 0, 0, GT))
+        x01 = tl.load(xb + _rows_offsets(sx, 0, 1, GT))
+        x10 = tl.load(xb + _rows_offsets(sx, 1, 0, GT))
+        x11 = tl.load(xb + _rows_offsets(sx, 1, 1, GT))
+        m00 = x00
+        m01 = x01
+        m10 = x10
+        m11 = x11
+        if RULE == 0:
+            mb = m_ptr + r64 * sm + col0
+            m00 = tl.load(mb + _rows_offsets(sm, 0, 0, GT))
+            m01 = tl.load(mb + _rows_offsets(sm, 0, 1, GT))
+            m10 = tl.load(mb + _rows_offsets(sm, 1, 0, GT))
+            m11 = tl.load(mb + _rows_offsets(sm, 1, 1, GT))
+        hc = cols // 2
+        vb = out_ptr + r64 * hc + col0 // 2
+        mob = mo_ptr + r64 * smo + col0
+        word = _pack_rows_sub(x00, m00, vb, hc, mob, smo, 0, 0, RULE, MASK_OUT, GT, TABLE)
+        word |= _pack_rows_sub(x10, m10, vb, hc, mob, smo, 1, 0, RULE, MASK_OUT, GT, TABLE) << 4
+        word |= _pack_rows_sub(x01, m01, vb, hc, mob, smo, 0, 1, RULE, MASK_OUT, GT, TABLE) << 8
+        word |= _pack_rows_sub(x11, m11, vb, hc, mob, smo, 1, 1, RULE, MASK_OUT, GT, TABLE) << 12
+        # word (i = 8 rt + a, 4 g + q) -> metadata tile (row block, col0 / 32 + g), offset 32 rt + 4 a + q
+        meta = out_ptr + rows.to(tl.int64) * hc + ((row0 // 64).to(tl.int64) * (cols // 32) + col0 // 32) * 128
+        woff = (tl.arange(0, 32) * 4)[:, None, None] + (tl.arange(0, GT) * 128)[None, :, None] \
+            + tl.arange(0, 4)[None, None, :]
+        tl.store(meta + woff, tl.reshape(word, (32, GT, 4)).to(tl.int16))
+
+    # ---- A = X^T: 2:4 along X's columns (a group is 4 consecutive rows of X) --------------------------
+
+    @triton.jit
+    def _cols_offsets(stride, h: tl.constexpr, e: tl.constexpr, GH: tl.constexpr):
+        """(GH, 64) in-tile offsets of X rows 4 (8g + 4h + q) + e (g4 = 4g + q), X columns 0..63."""
+        g4 = tl.arange(0, GH)
+        xr = ((g4 // 4) * 8 + h * 4 + g4 % 4) * 4 + e
+        return xr[:, None] * stride + tl.arange(0, 64)[None, :]
+
+    @triton.jit
+    def _pack_cols_half(x0, x1, x2, x3, m0, m1, m2, m3, u1, u2, vbase, hc, mobase, smo, dbase, cols,
+                        h: tl.constexpr, RULE: tl.constexpr, MASK_OUT: tl.constexpr,
+                        DENSE_OUT: tl.constexpr, GH: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
+        """Values (and flags / dense copy) of half h stored; returns nibbles combined over rows a, a + 8
+        as (GH, 4 rt, 8 a) int32 (row a + 8 in bits 4..7)."""
+        if RULE == 2:
+            lo, hi, nib, o0, o1, o2, o3 = mvue_group(x0, x1, x2, x3, u1, u2, TABLE, IS_BF16)
+            if DENSE_OUT:  # A row-major (rows x cols), only for checks: plain stores
+                g4 = tl.arange(0, GH)
+                dc = ((g4 // 4) * 8 + h * 4 + g4 % 4) * 4
+                doff = tl.arange(0, 64)[None, :] * cols + dc[:, None]
+                tl.store(dbase + doff, to_bits(o0, IS_BF16))
+                tl.store(dbase + doff + 1, to_bits(o1, IS_BF16))
+                tl.store(dbase + doff + 2, to_bits(o2, IS_BF16))
+                tl.store(dbase + doff + 3, to_bits(o3, IS_BF16))
+        else:
+            if RULE == 0:
+                k0 = m0 != 0
+                k1 = m1 != 0
+                k2 = m2 != 0
+                k3 = m3 != 0
+            else:
+                k0, k1, k2, k3 = top2_of_4(x0, x1, x2, x3)
+            lo, hi, nib = pack_group(x0, x1, x2, x3, k0, k1, k2, k3, TABLE)
+            if MASK_OUT:
+                tl.store(mobase + _cols_offsets(smo, h, 0, GH), k0.to(tl.int8))
+                tl.store(mobase + _cols_offsets(smo, h, 1, GH), k1.to(tl.int8))
+                tl.store(mobase + _cols_offsets(smo, h, 2, GH), k2.to(tl.int8))
+                tl.store(mobase + _cols_offsets(smo, h, 3, GH), k3.to(tl.int8))
+        GT: tl.constexpr = GH // 4
+        vals = tl.reshape(tl.permute(tl.join(lo, hi), (1, 0, 2)), (64, GT, 8))  # A rows x (g, 4q + v)
+        voff = (tl.arange(0, 64) * hc)[:, None, None] + (tl.arange(0, GT) * 16 + h * 8)[None, :, None] \
+            + tl.arange(0, 8)[None, None, :]
+        tl.store(vbase + voff, vals)
+        shift = (tl.arange(0, 2) * 4)[None, None, :, None]
+        return tl.sum(tl.reshape(nib, (GH, 4, 2, 8)) << shift, axis=2)
+
+    @triton.jit
+    def pack_cols_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, rows, cols, row0, col0, seed,
+                       RULE: tl.constexpr, MASK_OUT: tl.constexpr, DENSE_OUT: tl.constexpr,
+                       BC: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
+        """Pack rows row0..+63, columns col0..+BC-1 of A = X^T (int16 X[c, r] at x_ptr + c*sx + r); rules
+        as pack_rows_tile plus 2 = MVUE with Philox `seed`; masks in X's orientation; DENSE_OUT writes
+        the MVUE estimate as a row-major A at d_ptr."""
+        GH: tl.constexpr = BC // 8
+        GT: tl.constexpr = BC // 32
+        c64 = col0.to(tl.int64)
+        xb = x_ptr + c64 * sx + row0
+        x00 = tl.load(xb + _cols_offsets(sx, 0, 0, GH))
+        x01 = tl.load(xb + _cols_offsets(sx, 0, 1, GH))
+        x02 = tl.load(xb + _cols_offsets(sx, 0, 2, GH))
+        x03 = tl.load(xb + _cols_offsets(sx, 0, 3, GH))
+        x10 = tl.load(xb + _cols_offsets(sx, 1, 0, GH))
+        x11 = tl.load(xb + _cols_offsets(sx, 1, 1, GH))
+        x12 = tl.load(xb + _cols_offsets(sx, 1, 2, GH))
+        x13 = tl.load(xb + _cols_offsets(sx, 1, 3, GH))
+        m00 = x00
+        m01 = x01
+        m02 = x02
+        m03 = x03
+        m10 = x10
+        m11 = x11
+        m12 = x12
+        m13 = x13
+        if RULE == 0:
+            mb = m_ptr + c64 * sm + row0
+            m00 = tl.load(mb + _cols_offsets(sm, 0, 0, GH))
+            m01 = tl.load(mb + _cols_offsets(sm, 0, 1, GH))
+            m02 = tl.load(mb + _cols_offsets(sm, 0, 2, GH))
+            m03 = tl.load(mb + _cols_offsets(sm, 0, 3, GH))
+            m10 = tl.load(mb + _cols_offsets(sm, 1, 0, GH))
+            m11 = tl.load(mb + _cols_offsets(sm, 1, 1, GH))
+            m12 = tl.load(mb + _cols_offsets(sm, 1, 2, GH))
+            m13 = tl.load(mb + _cols_offsets(sm, 1, 3, GH))
+        u0 = tl.zeros((GH, 64), tl.float32)
+        u1 = u0
+        u2 = u0
+        u3 = u0
+        if RULE == 2:  # one Philox call per pair of groups (q, q + 4) of a row: offsets < rows * cols / 8
+            g4 = tl.arange(0, GH)
+            arow = (row0 + tl.arange(0, 64)) * (cols // 8)
+            u0, u1, u2, u3 = tl.rand4x(seed, arow[None, :] + (col0 // 8 + g4)[:, None])
+        hc = cols // 2
+        vb = out_ptr + row0.to(tl.int64) * hc + col0 // 2
+        mob = mo_ptr + c64 * smo + row0
+        db = d_ptr + row0.to(tl.int64) * cols + col0
+        word = _pack_cols_half(x00, x01, x02, x03, m00, m01, m02, m03, u0, u1, vb, hc, mob, smo, db, cols,
+                               0, RULE, MASK_OUT, DENSE_OUT, GH, TABLE, IS_BF16)
+        word |= _pack_cols_half(x10, x11, x12, x13, m10, m11, m12, m13, u2, u3, vb, hc, mob, smo, db, cols,
+                                1, RULE, MASK_OUT, DENSE_OUT, GH, TABLE, IS_BF16) << 8
+        # word (4 g + q, rt, a) -> metadata tile (row block, col0 / 32 + g), offset 32 rt + 4 a + q
+        meta = out_ptr + rows.to(tl.int64) * hc + ((row0 // 64).to(tl.int64) * (cols // 32) + col0 // 32) * 128
+        g4 = tl.arange(0, GH)
+        woff = ((g4 // 4) * 128 + g4 % 4)[:, None, None] + (tl.arange(0, 4) * 32)[None, :, None] \
+            + (tl.arange(0, 8) * 4)[None, None, :]
+        tl.store(meta + woff, word.to(tl.int16))

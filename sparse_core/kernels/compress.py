@@ -10,38 +10,67 @@ from __future__ import annotations
 import torch
 
 from sparse_core.kernels import _pack
-from sparse_core.kernels._triton import has_triton
-from sparse_core.kernels._triton import require_launch
-from sparse_core.kernels.cslt_layout import (
-    NIBBLE_TABLE_BITS,
-    check_packable,
-    meta_rows,
-    new_packed,
-    torch_pack_24,
-)
+from sparse_core.kernels._triton import has_triton, interpreting, require_launch
+from sparse_core.kernels.cslt_layout import NIBBLE_TABLE32, check_packable, new_packed, torch_pack_24
 from sparse_core.masks import mask_24
 
 __all__ = ["compress_24", "torch_compress_24"]
 
 _HALF = (torch.float16, torch.bfloat16)
+_BLOCK_COLS = (256, 128, 64)  # columns of A per program (autotuned with num_warps on CUDA)
 
 if has_triton():
     import triton
     import triton.language as tl
 
-    from sparse_core.kernels._pack import pack_tile
+    from sparse_core.kernels._pack import pack_cols_tile, pack_rows_tile
+
+    def _tile_configs(cols: int) -> list:
+        """BC x num_warps candidates whose BC divides `cols` (32 when none does)."""
+        bcs = [bc for bc in _BLOCK_COLS if cols % bc == 0] or [32]
+        return [triton.Config({"BC": bc}, num_warps=w) for bc in bcs for w in (4, 8)]
+
+    def _prune(configs: list, named_args: dict, **kwargs) -> list:
+        return _tile_configs(named_args["cols"])
+
+    def _tuned(fn, keys: list[str]):
+        """`fn` autotuned over _tile_configs, once per key (a short benchmark: ~20 ms per config)."""
+        return triton.autotune(
+            configs=_tile_configs(256), key=keys, prune_configs_by={"early_config_prune": _prune},
+            do_bench=lambda call, quantiles: triton.testing.do_bench(call, warmup=5, rep=20, quantiles=quantiles),
+        )(fn)
 
     @triton.jit
-    def _compress_kernel(x_ptr, sxr, sxc, m_ptr, smr, smc, mo_ptr, out_ptr, rows, cols,
-                         RULE: tl.constexpr, MASK_OUT: tl.constexpr, BC: tl.constexpr,
-                         TABLE: tl.constexpr, IS_BF16: tl.constexpr):
-        pack_tile(x_ptr, sxr, sxc, m_ptr, smr, smc, mo_ptr, x_ptr, out_ptr,
-                        rows, cols, tl.program_id(0) * 64, tl.program_id(1) * BC, 0,
-                        RULE, MASK_OUT, False, BC, TABLE, IS_BF16)
+    def _rows_kernel(x_ptr, sx, m_ptr, sm, mo_ptr, smo, out_ptr, rows, cols,
+                     RULE: tl.constexpr, MASK_OUT: tl.constexpr, BC: tl.constexpr, TABLE: tl.constexpr):
+        pack_rows_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, out_ptr, rows, cols,
+                       tl.program_id(0) * 64, tl.program_id(1) * BC, RULE, MASK_OUT, BC, TABLE)
+
+    @triton.jit
+    def _cols_kernel(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, rows, cols, seed,
+                     RULE: tl.constexpr, MASK_OUT: tl.constexpr, DENSE_OUT: tl.constexpr,
+                     BC: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
+        pack_cols_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, rows, cols,
+                       tl.program_id(0) * 64, tl.program_id(1) * BC, seed,
+                       RULE, MASK_OUT, DENSE_OUT, BC, TABLE, IS_BF16)
+
+    _rows_tuned = _tuned(_rows_kernel, ["rows", "cols", "RULE", "MASK_OUT"])
+    _cols_tuned = _tuned(_cols_kernel, ["rows", "cols", "RULE", "MASK_OUT", "DENSE_OUT"])
 
 
-def _operand_view(dense: torch.Tensor, transpose: bool, name: str) -> tuple[int, int, int, int]:
-    """(rows, cols, row stride, col stride) of A = dense or dense.T, validated."""
+def launch_packer(transpose: bool, rows: int, cols: int, *args, **constexprs) -> None:
+    """Run the rows (A = X) or cols (A = X^T) packer over an r x c operand A: autotuned on CUDA, the
+    widest tile under Triton's CPU interpreter."""
+    tuned, plain = (_cols_tuned, _cols_kernel) if transpose else (_rows_tuned, _rows_kernel)
+    if interpreting():
+        bc = _tile_configs(cols)[0].kwargs["BC"]
+        plain[(rows // 64, cols // bc)](*args, BC=bc, TABLE=NIBBLE_TABLE32, **constexprs)
+    else:
+        tuned[lambda meta: (rows // 64, cols // meta["BC"])](*args, TABLE=NIBBLE_TABLE32, **constexprs)
+
+
+def _operand_view(dense: torch.Tensor, transpose: bool, name: str) -> tuple[int, int]:
+    """(rows, cols) of A = dense or dense.T, validated."""
     if not isinstance(dense, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(dense).__name__}")
     if dense.dtype not in _HALF:
@@ -50,8 +79,7 @@ def _operand_view(dense: torch.Tensor, transpose: bool, name: str) -> tuple[int,
         raise ValueError(f"{name} must be 2-D, got shape {tuple(dense.shape)}")
     rows, cols = (dense.shape[1], dense.shape[0]) if transpose else tuple(dense.shape)
     check_packable(rows, cols, f"{name}{'.T' if transpose else ''} (the sparse operand)")
-    sr, sc = (dense.stride(1), dense.stride(0)) if transpose else (dense.stride(0), dense.stride(1))
-    return rows, cols, sr, sc
+    return rows, cols
 
 
 def _check_mask(mask: torch.Tensor, dense: torch.Tensor) -> None:
@@ -61,39 +89,36 @@ def _check_mask(mask: torch.Tensor, dense: torch.Tensor) -> None:
         raise ValueError(f"mask has shape {tuple(mask.shape)} on {mask.device}, dense has {tuple(dense.shape)} on {dense.device}")
 
 
-def block_cols(cols: int) -> int:
-    """Columns per program: 128, or fewer for narrow matrices."""
-    return 128 if cols >= 128 else (64 if cols >= 64 else 32)
-
-
 def compress_24(
     dense: torch.Tensor, mask: torch.Tensor | None = None, *, transpose: bool = False, return_mask: bool = False
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Compressed operand of A = dense (or dense.T) kept where `mask` (dense's shape), or by the magnitude
     rule along A's rows when mask is None; byte-identical to torch._cslt_compress(masked A).
     With return_mask, also the bool mask used, in dense's orientation."""
-    rows, cols, sxr, sxc = _operand_view(dense, transpose, "dense")
+    rows, cols = _operand_view(dense, transpose, "dense")
     if mask is not None:
         _check_mask(mask, dense)
     require_launch(dense, "compress_24")
+    x = dense if dense.stride(1) == 1 else dense.contiguous()
     out = new_packed(rows, cols, dense.dtype, dense.device)
-    bits = dense.view(torch.int16)
+    bits = x.view(torch.int16)
+    m8 = mo8 = bits  # placeholders when no mask is read / written
     mask_out = None
     if mask is not None:
-        m8 = mask.view(torch.uint8)  # read the given mask
+        m8 = (mask if mask.stride(1) == 1 else mask.contiguous()).view(torch.uint8)
         mask_out = mask if return_mask else None
     elif return_mask:
         mask_out = torch.empty(dense.shape, dtype=torch.bool, device=dense.device)
-        m8 = mask_out.view(torch.uint8)  # write the magnitude mask
+        mo8 = mask_out.view(torch.uint8)
+    rule = _pack.RULE_MASK if mask is not None else _pack.RULE_MAGNITUDE
+    mask_write = mask is None and return_mask
+    if transpose:
+        launch_packer(True, rows, cols, bits, bits.stride(0), m8, m8.stride(0), mo8, mo8.stride(0), bits,
+                      out.view(torch.int16), rows, cols, 0, RULE=rule, MASK_OUT=mask_write, DENSE_OUT=False,
+                      IS_BF16=dense.dtype == torch.bfloat16)
     else:
-        m8 = bits  # unused
-    smr, smc = (m8.stride(1), m8.stride(0)) if transpose else (m8.stride(0), m8.stride(1))
-    bc = block_cols(cols)
-    grid = (meta_rows(rows) // 64, triton.cdiv(cols, bc))
-    _compress_kernel[grid](bits, sxr, sxc, m8, smr, smc, m8, out.view(torch.int16), rows, cols,
-                           RULE=_pack.RULE_MASK if mask is not None else _pack.RULE_MAGNITUDE,
-                           MASK_OUT=mask is None and return_mask, BC=bc, TABLE=NIBBLE_TABLE_BITS,
-                           IS_BF16=dense.dtype == torch.bfloat16)
+        launch_packer(False, rows, cols, bits, bits.stride(0), m8, m8.stride(0), mo8, mo8.stride(0),
+                      out.view(torch.int16), rows, cols, RULE=rule, MASK_OUT=mask_write)
     return (out, mask_out) if return_mask else out
 
 

@@ -20,7 +20,7 @@ import torch
 
 __all__ = [
     "NIBBLE_OF_NONZEROS",
-    "NIBBLE_TABLE_BITS",
+    "NIBBLE_TABLE32",
     "PAD_NIBBLE",
     "ROW_MULTIPLE",
     "COL_MULTIPLE",
@@ -49,7 +49,10 @@ def _nibble_for(bits: int) -> int:
 
 
 NIBBLE_OF_NONZEROS: tuple[int, ...] = tuple(_nibble_for(b) for b in range(16))
-NIBBLE_TABLE_BITS: int = sum(n << (4 * b) for b, n in enumerate(NIBBLE_OF_NONZEROS))  # < 2**63
+# The nibble never depends on position 3 (a non-zero there is kept, a zero there is the first filler), so
+# kernels read it from one 32-bit word: (NIBBLE_TABLE32 >> 4 * (bits & 7)) & 15.
+assert all(NIBBLE_OF_NONZEROS[b] == NIBBLE_OF_NONZEROS[b & 7] for b in range(16))
+NIBBLE_TABLE32: int = sum(NIBBLE_OF_NONZEROS[b] << (4 * b) for b in range(8))  # < 2**31
 
 
 def meta_rows(rows: int) -> int:

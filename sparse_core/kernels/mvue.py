@@ -10,26 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from sparse_core.kernels._triton import has_triton
+from sparse_core.kernels import _pack
 from sparse_core.kernels._triton import require_launch
-from sparse_core.kernels.compress import _operand_view, block_cols
-from sparse_core.kernels.cslt_layout import NIBBLE_TABLE_BITS, meta_rows, new_packed, torch_pack_24
+from sparse_core.kernels.compress import _operand_view, launch_packer
+from sparse_core.kernels.cslt_layout import new_packed, torch_pack_24
 from sparse_core.mvue import mvue_24
 
 __all__ = ["mvue_compress_t", "mvue_24_t", "torch_mvue_compress_t"]
-
-if has_triton():
-    import triton
-    import triton.language as tl
-
-    from sparse_core.kernels._pack import pack_tile
-
-    @triton.jit
-    def _mvue_kernel(x_ptr, sxr, sxc, d_ptr, out_ptr, rows, cols, seed,
-                     DENSE_OUT: tl.constexpr, BC: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
-        pack_tile(x_ptr, sxr, sxc, x_ptr, 0, 0, x_ptr, d_ptr, out_ptr,
-                        rows, cols, tl.program_id(0) * 64, tl.program_id(1) * BC, seed,
-                        2, False, DENSE_OUT, BC, TABLE, IS_BF16)
 
 
 def _check_seed(seed: int) -> int:
@@ -39,18 +26,17 @@ def _check_seed(seed: int) -> int:
 
 
 def _launch(dy: torch.Tensor, seed: int, dense_out: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    rows, cols, sxr, sxc = _operand_view(dy, True, "dy")
+    rows, cols = _operand_view(dy, True, "dy")
     _check_seed(seed)
     if rows * cols >= 2**32:
         raise ValueError(f"dy has {rows * cols} elements; the Philox offsets of this kernel allow < 2**32")
     require_launch(dy, "mvue_compress_t")
+    x = (dy if dy.stride(1) == 1 else dy.contiguous()).view(torch.int16)
     out = new_packed(rows, cols, dy.dtype, dy.device)
     dense = torch.empty(rows, cols, dtype=dy.dtype, device=dy.device) if dense_out else None
-    bc = block_cols(cols)
-    grid = (meta_rows(rows) // 64, triton.cdiv(cols, bc))
-    d16 = dense.view(torch.int16) if dense_out else out.view(torch.int16)
-    _mvue_kernel[grid](dy.view(torch.int16), sxr, sxc, d16, out.view(torch.int16), rows, cols, seed,
-                       DENSE_OUT=dense_out, BC=bc, TABLE=NIBBLE_TABLE_BITS, IS_BF16=dy.dtype == torch.bfloat16)
+    d16 = dense.view(torch.int16) if dense_out else x  # x: an unused placeholder
+    launch_packer(True, rows, cols, x, x.stride(0), x, 0, x, 0, d16, out.view(torch.int16), rows, cols, seed,
+                  RULE=_pack.RULE_MVUE, MASK_OUT=False, DENSE_OUT=dense_out, IS_BF16=dy.dtype == torch.bfloat16)
     return out, dense
 
 

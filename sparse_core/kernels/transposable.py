@@ -4,7 +4,8 @@ Each program takes a 64x64 tile of W: its 256 aligned 4x4 blocks of |W| are scor
 patterns (two ones per row and column) as one tl.dot (256 x 16 @ 16 x 128, zero-padded; fp32
 accumulation), argmax with ties to the lowest pattern index (== masks.transposable_mask_24 whenever the
 fp32 block sums are exact, e.g. always for magnitudes within 2**16 of each other). The tile's mask is
-written, then (after a block barrier) the tile is packed twice: rows of W, and rows of W^T.
+written, then (after a block barrier, reading W and the mask back from L1/L2) the tile is packed twice
+by the compress building blocks: rows of W, and rows of W^T.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from sparse_core.kernels._triton import has_triton
 from sparse_core.kernels._triton import require_launch
 from sparse_core.kernels.compress import _operand_view
-from sparse_core.kernels.cslt_layout import NIBBLE_TABLE_BITS, new_packed, torch_pack_24
+from sparse_core.kernels.cslt_layout import NIBBLE_TABLE32, new_packed, torch_pack_24
 from sparse_core.masks import transposable_mask_24, transposable_patterns
 
 __all__ = ["transposable_compress", "torch_transposable_compress"]
@@ -25,7 +26,7 @@ if has_triton():
     import triton
     import triton.language as tl
 
-    from sparse_core.kernels._pack import pack_tile, to_float
+    from sparse_core.kernels._pack import pack_cols_tile, pack_rows_tile, to_float
 
     @triton.jit
     def _transposable_kernel(x_ptr, p_ptr, pb_ptr, m_ptr, out_ptr, outt_ptr, rows, cols,
@@ -34,21 +35,20 @@ if has_triton():
         c0 = tl.program_id(1) * 64
         b = tl.arange(0, 256)  # 16 x 16 blocks of the tile
         k = tl.arange(0, 16)  # 4 x 4 entries of a block
-        row = r0 + (b // 16)[:, None] * 4 + (k // 4)[None, :]
-        col = c0 + (b % 16)[:, None] * 4 + (k % 4)[None, :]
-        off = row.to(tl.int64) * cols + col
-        a = tl.abs(to_float(tl.load(x_ptr + off), IS_BF16))  # exact in tf32: 16-bit inputs fit its mantissa
+        off = ((b // 16) * 4 * cols + (b % 16) * 4)[:, None] + ((k // 4) * cols + k % 4)[None, :]
+        base = r0.to(tl.int64) * cols + c0
+        a = tl.abs(to_float(tl.load(x_ptr + base + off), IS_BF16))  # exact in tf32: 16-bit inputs fit its mantissa
         pats = tl.load(p_ptr + k[:, None] * 128 + tl.arange(0, 128)[None, :])
         scores = tl.dot(a, pats, input_precision="tf32")  # (256, 128), fp32 accumulation
         best = tl.argmax(scores, axis=1, tie_break_left=True)
         pb = tl.load(pb_ptr + best)
         keep = ((pb[:, None] >> k[None, :]) & 1).to(tl.uint8)
-        tl.store(m_ptr + off, keep)
+        tl.store(m_ptr + base + off, keep)
         tl.debug_barrier()  # the tile's mask is read back by other threads of this program
-        pack_tile(x_ptr, cols, 1, m_ptr, cols, 1, m_ptr, x_ptr, out_ptr, rows, cols, r0, c0, 0,
-                        0, False, False, 64, TABLE, IS_BF16)
-        pack_tile(x_ptr, 1, cols, m_ptr, 1, cols, m_ptr, x_ptr, outt_ptr, cols, rows, c0, r0, 0,
-                        0, False, False, 64, TABLE, IS_BF16)
+        pack_rows_tile(x_ptr, cols, m_ptr, cols, m_ptr, cols, out_ptr, rows, cols, r0, c0,
+                       0, False, 64, TABLE)
+        pack_cols_tile(x_ptr, cols, m_ptr, cols, m_ptr, cols, x_ptr, outt_ptr, cols, rows, c0, r0, 0,
+                       0, False, False, 64, TABLE, IS_BF16)
 
 
 @lru_cache(maxsize=None)
@@ -63,7 +63,7 @@ def _pattern_operands(dtype: torch.dtype, device: str) -> tuple[torch.Tensor, to
 
 
 def _check_weight(w: torch.Tensor) -> tuple[int, int]:
-    rows, cols, _, _ = _operand_view(w, False, "w")
+    rows, cols = _operand_view(w, False, "w")
     _operand_view(w, True, "w")
     if rows % 64 or cols % 64:
         raise ValueError(f"transposable_compress needs both dims of w to be multiples of 64, got {tuple(w.shape)}")
@@ -82,7 +82,7 @@ def transposable_compress(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     out_t = new_packed(cols, rows, w.dtype, w.device)
     _transposable_kernel[(rows // 64, cols // 64)](
         w.view(torch.int16), pats, codes, mask.view(torch.uint8), out.view(torch.int16), out_t.view(torch.int16),
-        rows, cols, TABLE=NIBBLE_TABLE_BITS, IS_BF16=w.dtype == torch.bfloat16, num_warps=8)
+        rows, cols, TABLE=NIBBLE_TABLE32, IS_BF16=w.dtype == torch.bfloat16, num_warps=8)
     return out, out_t, mask
 
 

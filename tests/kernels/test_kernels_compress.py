@@ -9,7 +9,7 @@ from sparse_core.masks import mask_24
 
 from kernels_testutil import DEVICE, gpu, needs_kernels, rand, same_bytes
 
-SMALL = [(64, 32), (64, 160), (128, 64)]
+SMALL = [(64, 32), (64, 160), (128, 64), (64, 384), (64, 256)]  # A tiles of 32, 64, 128, 256 columns
 DTYPES = [torch.bfloat16, torch.float16]
 
 

@@ -11,7 +11,7 @@ from kernels_testutil import gpu, needs_kernels, rand, same_bytes
 
 
 @needs_kernels
-@pytest.mark.parametrize("shape", [(64, 64), (64, 128), (128, 64)])
+@pytest.mark.parametrize("shape", [(64, 64), (64, 128), (128, 64), (128, 192)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind", ["randn", "ties", "zeros"])
 def test_transposable_matches_reference(shape, dtype, kind):

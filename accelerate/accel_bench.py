@@ -1,0 +1,99 @@
+"""Shared command line of the FFN and block benchmarks: grid loop, incremental JSON, markdown, plot."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from accel_common import environment, markdown, plot, write_json
+from accel_models import VARIANTS
+from accel_runner import Settings, measure_variant, summarise
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--d", type=int, nargs="+", default=[768, 1024, 1600, 2048, 4096, 5120])
+    p.add_argument("--tokens", type=int, nargs="+", default=[8192, 16384, 65536])
+    p.add_argument("--skip", nargs="*", default=[], help="shapes to leave out, as DxTOKENS (e.g. 5120x65536)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--accum", type=int, default=8, help="micro-batches per optimizer step")
+    p.add_argument("--refresh-interval", type=int, default=1, help="optimizer steps between mask refreshes")
+    p.add_argument("--warmup-ms", type=float, default=10.0)
+    p.add_argument("--rep-ms", type=float, default=50.0)
+    p.add_argument("--out", type=Path, default=Path("results/accelerate"))
+    p.add_argument("--name", default=None, help="file stem of the outputs")
+    return p
+
+
+def run_grid(args: argparse.Namespace, kinds: list[str], build: Callable[[str, int], nn.Module],
+             make_input: Callable[[int, int], torch.Tensor], stem: str, title: str, notes: list[str]) -> list[dict]:
+    """Measure every (kind, d, tokens) in every variant; rewrite JSON, markdown and PNG after each shape."""
+    if args.accum < 1 or args.refresh_interval < 1:
+        raise ValueError(f"--accum and --refresh-interval must be >= 1, got {args.accum}, {args.refresh_interval}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    s = Settings(accum=args.accum, refresh_interval=args.refresh_interval, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms)
+    stem = args.name or stem
+    rows: list[dict] = []
+    notes = notes + [f"Per-optimizer-step costs (W and W^T compression, transposable mask refresh every "
+                     f"{s.refresh_interval} step(s)) are included amortised over {s.accum} micro-batches."]
+    for kind in kinds:
+        for tokens in args.tokens:
+            for d in args.d:
+                if f"{d}x{tokens}" in args.skip:
+                    continue
+                t0 = time.time()
+                torch.manual_seed(0)
+                x = make_input(d, tokens)
+                per = {}
+                for v in args.variants:
+                    torch.manual_seed(0)  # same weights in every variant
+                    try:
+                        per[v] = measure_variant(lambda: build(kind, d), x, v, s)
+                    except Exception as e:  # noqa: BLE001  a whole variant failing is recorded, not fatal
+                        per[v] = {"variant": v, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+                row = {"kind": kind, "d": d, "tokens": tokens, **summarise(per), "variants": per,
+                       "seconds": round(time.time() - t0, 1)}
+                rows.append(row)
+                print(f"{kind} d={d} T={tokens}: fwd_bwd x{row.get('speedup_fwd_bwd', float('nan')):.3f} "
+                      f"({row.get('best_fwd_bwd')}), fwd x{row.get('speedup_fwd', float('nan')):.3f} "
+                      f"[{row['seconds']} s]", flush=True)
+                del x
+                write_outputs(args.out, stem, env, vars(args), rows, title, notes)
+    return rows
+
+
+def _flat(rows: list[dict]) -> list[dict]:
+    flat = []
+    for r in rows:
+        f = {k: v for k, v in r.items() if k != "variants"}
+        dense = r["variants"].get("dense", {})
+        f["dense_mib"] = dense.get("peak_mib")
+        mems = [v.get("peak_mib") for k, v in r["variants"].items() if k.startswith("sc-") and v.get("peak_mib")]
+        f["sparse_mib"] = min(mems) if mems else None
+        best = r["variants"].get(str(r.get("best_fwd_bwd", "/")).split("/")[0], {})
+        f["per_step_ms"] = best.get("per_step_amortised_ms")
+        flat.append(f)
+    return flat
+
+
+def write_outputs(out: Path, stem: str, env: dict, args: dict, rows: list[dict], title: str, notes: list[str]) -> None:
+    write_json(out / f"{stem}.json", env, {k: str(v) for k, v in args.items()}, rows)
+    cols = [("kind", "module"), ("d", "d"), ("tokens", "tokens"),
+            ("dense_fwd_bwd_ms", "dense f+b ms"), ("best_fwd_bwd_ms", "sparse f+b ms"), ("speedup_fwd_bwd", "f+b x"),
+            ("best_fwd_bwd", "best sparse"), ("per_step_ms", "per-step ms (amortised, incl.)"),
+            ("speedup_fwd_bwd_fused_step", "f+b x, fused mask kernel"), ("speedup_fwd_bwd_no_step", "f+b x, GEMM path only"),
+            ("x_sc-fwd_graph_fwd_bwd", "x fwd"), ("x_sc-fwd-dx_graph_fwd_bwd", "x fwd+dx"),
+            ("x_sc-all_graph_fwd_bwd", "x all 3"), ("x_sc-fwd-dx_eager_fwd_bwd", "x fwd+dx eager"),
+            ("x_semi_eager_fwd_bwd", "x semi (dX only)"),
+            ("dense_fwd_ms", "dense fwd ms"), ("speedup_fwd", "fwd x"), ("x_semi_eager_fwd", "fwd x semi"),
+            ("dense_mib", "dense peak MiB"), ("sparse_mib", "sparse peak MiB")]
+    flat = _flat(rows)
+    (out / f"{stem}.md").write_text(markdown(env, title, cols, flat, notes))
+    plot_rows = [{"d": r["d"], "series": f"{r['kind']} T={r['tokens']}", "y": r.get("speedup_fwd_bwd")} for r in flat]
+    plot(out / f"{stem}.png", plot_rows, "series", "y", title + "\nforward+backward speed-up, every overhead included")

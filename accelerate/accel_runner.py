@@ -1,0 +1,141 @@
+"""Time one module in every variant: eager and CUDA-graph forward / forward+backward, per-step costs, peak memory.
+
+Per micro-batch a sparse variant pays its GEMMs (and, for 'sc-all', the MVUE compression of dY^T);
+per optimizer step it pays the weight compression (W and W^T) and, every `refresh_interval` steps,
+the transposable mask refresh: those are timed apart and added amortised over `accum` micro-batches.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from accel_common import bench_ms, peak_mib
+from accel_models import SPARSE_VARIANTS, apply_variant, sparse_layers
+from sparse_core.graphs import GraphedStep
+
+
+@dataclass
+class Settings:
+    accum: int = 8  # micro-batches per optimizer step (weight compression amortised over these)
+    refresh_interval: int = 1  # optimizer steps between mask refreshes (1 = every step, the worst case)
+    warmup_ms: float = 10.0
+    rep_ms: float = 50.0
+    # sparse variants also timed eagerly: host cost shown; sc-all's fused MVUE kernel runs only eagerly
+    eager_sparse: tuple[str, ...] = ("sc-fwd-dx", "sc-all")
+
+
+def _err(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
+
+
+def measure_variant(build: Callable[[], nn.Module], x: torch.Tensor, variant: str, s: Settings) -> dict:
+    """All timings (ms) and peak memory (MiB) of one variant; failures recorded as strings."""
+    res: dict = {"variant": variant}
+    model = apply_variant(build(), variant)
+    x = x.detach().requires_grad_(True)
+    with torch.no_grad():
+        gy = torch.randn_like(model(x))  # also builds sparse plans (once per optimizer step)
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def fwd_bwd() -> None:
+        model(x).backward(gy)
+
+    sparse = variant in SPARSE_VARIANTS
+    eager = not sparse or variant in s.eager_sparse
+    graph = variant != "semi"
+    try:
+        res["peak_mib"] = peak_mib(fwd_bwd)
+    except Exception as e:  # e.g. the semi-structured weight has no backward
+        res["peak_mib_error"] = _err(e)
+    for mode, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
+        if eager:
+            try:
+                res[f"eager_{mode}"] = bench_ms(fn, s.warmup_ms, s.rep_ms)
+            except Exception as e:
+                res[f"eager_{mode}_error"] = _err(e)
+        if graph:
+            try:
+                step = GraphedStep(fn, model, ())
+                res[f"graph_{mode}"] = bench_ms(lambda: step(), s.warmup_ms, s.rep_ms)
+                del step
+            except Exception as e:
+                res[f"graph_{mode}_error"] = _err(e)
+    if sparse:
+        layers = sparse_layers(model)
+
+        def compress() -> None:
+            for m in layers:
+                m.invalidate()
+                m.plan(torch.bfloat16)
+
+        def refresh() -> None:
+            for m in layers:
+                m.refresh_mask()
+
+        res["compress_ms"] = bench_ms(compress, s.warmup_ms, s.rep_ms)
+        res["mask_refresh_ms"] = bench_ms(refresh, s.warmup_ms, s.rep_ms)
+        res["per_step_amortised_ms"] = (res["compress_ms"] + res["mask_refresh_ms"] / s.refresh_interval) / s.accum
+        try:  # the fused kernel that computes the transposable mask and compresses W and W^T in one launch
+            from sparse_core.kernels import transposable_compress
+
+            def fused() -> None:
+                for m in layers:
+                    transposable_compress(m.weight.detach())
+
+            res["fused_refresh_compress_ms"] = bench_ms(fused, s.warmup_ms, s.rep_ms)
+            res["per_step_fused_amortised_ms"] = res["fused_refresh_compress_ms"] / s.accum
+        except Exception as e:  # noqa: BLE001
+            res["fused_refresh_compress_error"] = _err(e)
+        for mode in ("fwd_bwd",):
+            for kind in ("graph", "eager"):
+                if f"{kind}_{mode}" in res:
+                    res[f"{kind}_{mode}_total"] = res[f"{kind}_{mode}"] + res["per_step_amortised_ms"]
+                    if "per_step_fused_amortised_ms" in res:
+                        res[f"{kind}_{mode}_total_fused"] = res[f"{kind}_{mode}"] + res["per_step_fused_amortised_ms"]
+    del model, gy
+    gc.collect()
+    torch.cuda.empty_cache()
+    return res
+
+
+def summarise(results: dict[str, dict]) -> dict:
+    """Speed-ups (dense / sparse, every overhead included) from the per-variant results of one shape."""
+    dense = results.get("dense", {})
+    out: dict = {}
+    for mode in ("fwd", "fwd_bwd"):
+        d = [dense[k] for k in (f"eager_{mode}", f"graph_{mode}") if k in dense]
+        if not d:
+            continue
+        best_dense = min(d)
+        out[f"dense_{mode}_ms"] = best_dense
+        best = None
+        for v, r in results.items():
+            if v == "dense":
+                continue
+            for kind in ("graph", "eager"):
+                t = r.get(f"{kind}_{mode}_total", r.get(f"{kind}_{mode}"))
+                if t is None:
+                    continue
+                out[f"x_{v}_{kind}_{mode}"] = best_dense / t
+                if v in SPARSE_VARIANTS and (best is None or t < best[0]):
+                    best = (t, f"{v}/{kind}")
+        if best is not None:
+            out[f"best_{mode}_ms"], out[f"best_{mode}"] = best
+            out[f"speedup_{mode}"] = best_dense / best[0]
+        fused = [r[f"{k}_{mode}_total_fused"] for v, r in results.items() if v in SPARSE_VARIANTS
+                 for k in ("graph", "eager") if f"{k}_{mode}_total_fused" in r]
+        if fused:  # per-step cost with the fused transposable mask + compress kernel instead of torch
+            out[f"speedup_{mode}_fused_step"] = best_dense / min(fused)
+        nostep = [r[f"{k}_{mode}"] for v, r in results.items() if v in SPARSE_VARIANTS
+                  for k in ("graph", "eager") if f"{k}_{mode}" in r]
+        if nostep and mode == "fwd_bwd":  # micro-batch GEMM path alone, per-step costs left out
+            out[f"speedup_{mode}_no_step"] = best_dense / min(nostep)
+    return out

@@ -1,0 +1,273 @@
+"""cuSPARSELt backend: SparseLinear's three products on 2:4 sparse tensor cores (sm_80 / sm_90).
+
+Each product runs as A @ B with the 2:4 operand A compressed into cuSPARSELt's layout:
+    Y^T  = W_f   (out, in) @ X^T  (in, T)    A = W_f,      compressed once per optimizer step
+    dX^T = W_b^T (in, out) @ dY^T (out, T)   A = W_b^T,    2:4 along `out` only under a transposable mask
+    dW   = S(dY^T) (out, T) @ X   (T, in)    A = MVUE(dY^T) along tokens, compressed every micro-batch
+Which products run sparse is an option ('fwd', 'dx', 'dw'); the others run as dense GEMMs on the
+same (masked) operands, so the math never changes, only the speed. Rules, all documented here:
+- compute dtype must be bf16 or fp16 and in/out features multiples of 32 (cuSPARSELt layout tiles);
+  otherwise the layer silently-but-warned runs every product dense.
+- a token count that is not a multiple of 32 is zero-padded to one (exact: zero rows add nothing).
+- 'dx' needs a transposable mask (SparseOperands.transposable); 'dw' needs the layer's `mvue`.
+- the best cuSPARSELt algorithm is searched once per (shape, layout) and cached (option `search`).
+- host cost: each eager `_cslt_sparse_mm` spends ~0.7 ms planning on the CPU; capture the step in a
+  CUDA graph (`sparse_core.graphs`) to remove it.
+- `torch.compile` does not trace into these products: they are excluded with
+  `torch.compiler.disable`, so a compiled model graph-breaks around each sparse layer and still works.
+
+Names registered: 'cusparselt' (products from SPARSE_CORE_CUSPARSELT_PRODUCTS, default 'fwd,dx': the
+MVUE compression of dY^T still costs about what a sparse dW saves), 'cusparselt-fwd', 'cusparselt-fwd-dx',
+'cusparselt-all'. SPARSE_CORE_CUSPARSELT_COMPRESS = auto|torch|triton (auto: sparse_core.kernels when
+triton imports and its output is byte-identical to torch._cslt_compress, checked once per dtype) and
+SPARSE_CORE_CUSPARSELT_SEARCH = 1|0 apply to every name. The fused MVUE kernel takes a host seed, so
+inside a CUDA-graph capture sparse dW falls back to plain-torch MVUE (slow): use 'cusparselt-all' eagerly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from dataclasses import dataclass
+import torch
+import torch.nn.functional as F
+
+from sparse_core.backends.base import Backend, SparseOperands
+from sparse_core.backends._cslt_kernels import KernelSet, kernel_set
+from sparse_core.backends.reference import mvue_tokens
+
+__all__ = ["CusparseltBackend", "CusparseltPlan", "PRODUCTS", "COMPRESSORS", "FEATURE_MULTIPLE", "TOKEN_MULTIPLE"]
+
+PRODUCTS = ("fwd", "dx", "dw")
+COMPRESSORS = ("auto", "torch", "triton")
+FEATURE_MULTIPLE = 32  # 2:4 dim: one 16x8-group metadata tile spans 32 columns; rows need 16
+TOKEN_MULTIPLE = 32  # tokens are zero-padded up to this (the 2:4 dim of S(dY^T))
+SPARSE_DTYPES = (torch.bfloat16, torch.float16)
+
+_ENV_PRODUCTS = "SPARSE_CORE_CUSPARSELT_PRODUCTS"
+_ENV_COMPRESS = "SPARSE_CORE_CUSPARSELT_COMPRESS"
+_ENV_SEARCH = "SPARSE_CORE_CUSPARSELT_SEARCH"
+
+
+@dataclass(frozen=True)
+class CusparseltPlan:
+    """One optimizer step's operands: compressed (sparse) or dense, for the forward and dX products."""
+
+    fwd: torch.Tensor  # compressed W_f if fwd_sparse else dense W_f (out, in)
+    bwd: torch.Tensor  # compressed W_b^T if bwd_sparse else dense W_b (out, in)
+    fwd_sparse: bool
+    bwd_sparse: bool
+    out_features: int
+    in_features: int
+
+
+def parse_products(value: str | tuple[str, ...] | frozenset[str] | None) -> frozenset[str] | None:
+    """'fwd,dx' or an iterable of product names -> frozenset; None stays None (= default)."""
+    if value is None:
+        return None
+    items = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value)
+    items = [p for p in items if p]
+    bad = [p for p in items if p not in PRODUCTS]
+    if bad:
+        raise ValueError(f"unknown cuSPARSELt product(s) {bad}; choose from {PRODUCTS}, e.g. 'fwd,dx'")
+    return frozenset(items)
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in ("0", "1"):
+        raise ValueError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
+def _pad_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    pad = (-t.shape[0]) % multiple
+    return F.pad(t, (0, 0, 0, pad)) if pad else t
+
+
+def _torch_compress(a: torch.Tensor) -> torch.Tensor:
+    return torch._cslt_compress(a.contiguous())
+
+
+class CusparseltBackend(Backend):
+    """SparseLinear products through torch's cuSPARSELt ops; options choose what runs sparse."""
+
+    name = "cusparselt"
+    default_products: frozenset[str] | None = None  # None: env var, else fwd+dx (+dw if fused kernels)
+
+    def __init__(self, products=None, compress: str | None = None, search: bool | None = None) -> None:
+        products = parse_products(products)
+        if products is None:
+            products = self.default_products or parse_products(os.environ.get(_ENV_PRODUCTS) or None)
+        compress = compress if compress is not None else os.environ.get(_ENV_COMPRESS, "auto") or "auto"
+        if compress not in COMPRESSORS:
+            raise ValueError(f"compress must be one of {COMPRESSORS}, got {compress!r}")
+        self.compress = compress
+        self.search = _env_flag(_ENV_SEARCH, True) if search is None else bool(search)
+        self._kernels: KernelSet | None | bool = False  # False = not looked up yet
+        self._seeds = random.Random(torch.initial_seed())  # host seeds for the fused MVUE kernel
+        self._products = products
+        self._algs: dict[tuple, int] = {}
+
+    # ---- options ----------------------------------------------------------------------------
+    def kernels(self) -> KernelSet | None:
+        """Fused compress kernels in use (None: torch._cslt_compress is the compressor)."""
+        if self._kernels is False:
+            self._kernels = None if self.compress == "torch" else kernel_set()
+            if self._kernels is None and self.compress == "triton":
+                raise RuntimeError("compress='triton' was asked for but sparse_core.kernels (with triton) is not "
+                                   "importable; use compress='torch' or 'auto'")
+        return self._kernels
+
+    def _kernels_for(self, t: torch.Tensor) -> KernelSet | None:
+        k = self.kernels()
+        return k if k is not None and t.is_cuda and k.check(t.dtype, t.device) else None
+
+    @property
+    def products(self) -> frozenset[str]:
+        """Products asked to run sparse (each still subject to the shape/dtype/mask rules)."""
+        if self._products is not None:
+            return self._products
+        return frozenset({"fwd", "dx"})  # sparse dW does not pay yet on the H200 (results/accelerate/README.md)
+
+    def describe(self) -> str:
+        """One line naming the options in effect."""
+        comp = "sparse_core.kernels" if self.kernels() is not None else "torch._cslt_compress"
+        return f"{self.name}: sparse={','.join(p for p in PRODUCTS if p in self.products)} compress={comp} search={self.search}"
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device) -> str | None:
+        device = torch.device(device)
+        if device.type != "cuda":
+            return f"cuSPARSELt needs a CUDA device, got {device.type!r}"
+        if not torch.cuda.is_available():
+            return "CUDA is not available in this torch build or machine"
+        major, minor = torch.cuda.get_device_capability(device)
+        if major not in (8, 9):
+            return f"2:4 sparse tensor cores through cuSPARSELt are used on sm_80/sm_90 only, this GPU is sm_{major}{minor}"
+        if not torch.backends.cusparselt.is_available():
+            return "torch was built without cuSPARSELt (torch.backends.cusparselt.is_available() is False)"
+        return None
+
+    def check_layer(self, in_features: int, out_features: int) -> None:
+        for name, size in (("in_features", in_features), ("out_features", out_features)):
+            if size % FEATURE_MULTIPLE:
+                raise ValueError(f"cusparselt backend needs {name} to be a multiple of {FEATURE_MULTIPLE}, got "
+                                 f"{size}; use backend='reference' or pad the layer")
+
+    # ---- compression --------------------------------------------------------------------------
+    def _compress_w(self, w: torch.Tensor, mask: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """Compressed operand of W (or W^T): fused kernel under the given mask, else _cslt_compress."""
+        k = self._kernels_for(w)
+        if k is not None:
+            return k.compress(w, mask, transpose=transpose)
+        return _torch_compress(w.t() if transpose else w)
+
+    def _compress_s(self, s: torch.Tensor) -> torch.Tensor:
+        """Compressed operand of an already-2:4 S(dY^T) (out, tokens)."""
+        k = self._kernels_for(s)
+        return k.compress(s, None) if k is not None else _torch_compress(s)
+
+    def _sparse_ok(self, ops_dtype: torch.dtype, out_features: int, in_features: int) -> bool:
+        ok = ops_dtype in SPARSE_DTYPES and out_features % FEATURE_MULTIPLE == 0 and in_features % FEATURE_MULTIPLE == 0
+        if not ok:
+            warnings.warn(f"cusparselt backend: layer {out_features}x{in_features} in {ops_dtype} runs dense "
+                          f"(sparse needs bf16/fp16 and features multiple of {FEATURE_MULTIPLE})", stacklevel=3)
+        return ok
+
+    def prepare(self, ops: SparseOperands) -> CusparseltPlan:
+        out_f, in_f = ops.w_fwd.shape
+        ok = self._sparse_ok(ops.w_fwd.dtype, out_f, in_f)
+        products = self.products
+        fwd_sparse = ok and "fwd" in products
+        bwd_sparse = ok and "dx" in products and ops.transposable
+        with torch.no_grad():
+            fwd = self._compress_w(ops.w_fwd, ops.mask_fwd, False) if fwd_sparse else ops.w_fwd.contiguous()
+            if bwd_sparse:
+                bwd = self._compress_w(ops.w_bwd, ops.mask_bwd, True)  # W_b^T, read through the transpose
+            else:
+                bwd = fwd if (ops.w_bwd is ops.w_fwd and not fwd_sparse) else ops.w_bwd.contiguous()
+        return CusparseltPlan(fwd, bwd, fwd_sparse, bwd_sparse, out_f, in_f)
+
+    # ---- products -----------------------------------------------------------------------------
+    def _mm(self, a: torch.Tensor, b: torch.Tensor, transpose_result: bool) -> torch.Tensor:
+        """cuSPARSELt A @ B (or its transpose), with the algorithm searched once per shape/layout."""
+        alg = 0
+        if self.search:
+            key = (a.shape, b.shape, b.stride(), b.dtype, transpose_result)
+            alg = self._algs.get(key, -1)
+            if alg < 0:
+                if torch.cuda.is_current_stream_capturing():
+                    alg = 0  # no search inside a graph capture; warm-up outside it fills the cache
+                else:
+                    alg = int(torch._cslt_sparse_mm_search(a, b, transpose_result=transpose_result))
+                    self._algs[key] = alg
+        return torch._cslt_sparse_mm(a, b, transpose_result=transpose_result, alg_id=alg)
+
+    @torch.compiler.disable
+    def linear(self, x: torch.Tensor, plan: CusparseltPlan) -> torch.Tensor:
+        if not plan.fwd_sparse:
+            return x @ plan.fwd.t()
+        tokens = x.shape[0]
+        y = self._mm(plan.fwd, _pad_rows(x, TOKEN_MULTIPLE).t(), transpose_result=True)  # (T, out)
+        return y[:tokens]
+
+    @torch.compiler.disable
+    def grad_input(self, dy: torch.Tensor, plan: CusparseltPlan) -> torch.Tensor:
+        if not plan.bwd_sparse:
+            return dy @ plan.bwd
+        tokens = dy.shape[0]
+        dx = self._mm(plan.bwd, _pad_rows(dy, TOKEN_MULTIPLE).t(), transpose_result=True)  # (T, in)
+        return dx[:tokens]
+
+    @torch.compiler.disable
+    def grad_weight(
+        self, dy: torch.Tensor, x: torch.Tensor, mvue: bool, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        if not mvue:
+            return dy.t() @ x
+        if not self._dw_sparse(dy, x):
+            return mvue_tokens(dy, generator) @ x
+        k = self._kernels_for(dy)
+        pad = (-dy.shape[0]) % TOKEN_MULTIPLE
+        if k is not None and generator is None and not torch.cuda.is_current_stream_capturing():
+            # MVUE + compress in one pass; the kernel takes a host seed, so it is not used inside a
+            # graph capture (the seed would be frozen into every replay)
+            st_c = k.mvue_t(F.pad(dy, (0, 0, 0, pad)) if pad else dy, self._seeds.getrandbits(62))
+        else:
+            st = mvue_tokens(dy, generator)  # (out, T), same draws as the reference backend
+            st = F.pad(st, (0, pad)) if pad else st
+            # inside a graph capture: cuSPARSELt's own compress (the fused magnitude-rule kernel on S
+            # replayed ~100x slower in a graph on the H200, 2026-11-30; not yet explained)
+            st_c = _torch_compress(st) if torch.cuda.is_current_stream_capturing() else self._compress_s(st)
+        return self._mm(st_c, _pad_rows(x, TOKEN_MULTIPLE), transpose_result=False)  # (out, in)
+
+    def _dw_sparse(self, dy: torch.Tensor, x: torch.Tensor) -> bool:
+        return ("dw" in self.products and dy.dtype in SPARSE_DTYPES and dy.dtype == x.dtype
+                and dy.shape[1] % FEATURE_MULTIPLE == 0 and x.shape[1] % FEATURE_MULTIPLE == 0)
+
+
+def _variant(name: str, products: tuple[str, ...]) -> type[CusparseltBackend]:
+    return type(f"Cusparselt_{name.replace('-', '_')}", (CusparseltBackend,),
+                {"name": name, "default_products": frozenset(products),
+                 "__doc__": f"cuSPARSELt backend with sparse products {products}."})
+
+
+CusparseltFwd = _variant("cusparselt-fwd", ("fwd",))
+CusparseltFwdDx = _variant("cusparselt-fwd-dx", ("fwd", "dx"))
+CusparseltAll = _variant("cusparselt-all", ("fwd", "dx", "dw"))
+VARIANTS = (CusparseltFwd, CusparseltFwdDx, CusparseltAll)
+
+
+def _register() -> None:
+    from sparse_core.backends import register_backend
+
+    register_backend(CusparseltBackend, fast=True)
+    for cls in VARIANTS:
+        register_backend(cls)
+
+
+_register()
