@@ -29,12 +29,19 @@ def inclusion_probabilities(a: torch.Tensor) -> torch.Tensor:
     return torch.where(a > 0, p + cross, torch.zeros_like(a))
 
 
-def _draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Index drawn by inverse CDF from rows of `probs` (..., 4) with uniforms u (...)."""
-    cdf = probs.cumsum(-1)
-    idx = (cdf <= u.unsqueeze(-1) * cdf[..., -1:]).sum(-1)  # never lands on a zero-weight entry
-    last_positive = 3 - (probs > 0).flip(-1).to(torch.uint8).argmax(-1)  # guards u * total rounding up
-    return torch.minimum(idx, last_positive)
+def _draw(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One-hot (..., 4) of an index drawn by inverse CDF from weights w (..., 4) with uniforms u (...).
+
+    Written with elementwise ops only (no scan or one_hot over the size-4 dim), which keeps it fast on GPUs.
+    """
+    c0 = w[..., 0]
+    c1 = c0 + w[..., 1]
+    c2 = c1 + w[..., 2]
+    v = u * (c2 + w[..., 3])
+    idx = (c0 <= v).to(torch.uint8) + (c1 <= v) + (c2 <= v)  # never lands on a zero-weight entry ...
+    last = torch.where(w[..., 3] > 0, 3, torch.where(w[..., 2] > 0, 2, torch.where(w[..., 1] > 0, 1, 0)))
+    idx = torch.minimum(idx, last.to(torch.uint8))  # ... nor past the last positive one (u * total rounding up)
+    return idx.unsqueeze(-1) == torch.arange(4, device=w.device, dtype=torch.uint8)
 
 
 def mvue_24(x: torch.Tensor, dim: int = -1, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -53,15 +60,13 @@ def mvue_24(x: torch.Tensor, dim: int = -1, generator: torch.Generator | None = 
     total = a.sum(-1, keepdim=True)
     u = torch.rand((*a.shape[:-1], 2), generator=generator, device=x.device, dtype=work_dtype)
 
-    first = _draw(torch.where(total > 0, a, torch.ones_like(a)), u[..., 0])
-    first_hot = torch.nn.functional.one_hot(first, 4).bool()
+    first_hot = _draw(torch.where(total > 0, a, torch.ones_like(a)), u[..., 0])
     remaining = torch.where(first_hot, torch.zeros_like(a), a)
     # When only the first pick is non-zero, the second is drawn uniformly among the zero entries:
     # it keeps a zero, so its value does not matter, only that two distinct indices are kept.
     uniform = (~first_hot).to(work_dtype)
     second_w = torch.where(remaining.sum(-1, keepdim=True) > 0, remaining, uniform)
-    second = _draw(second_w, u[..., 1])
-    keep = first_hot | torch.nn.functional.one_hot(second, 4).bool()
+    keep = first_hot | _draw(second_w, u[..., 1])
 
     pi = inclusion_probabilities(a)
     out = torch.where(keep & (a > 0), g / torch.where(pi > 0, pi, torch.ones_like(pi)), torch.zeros_like(g))

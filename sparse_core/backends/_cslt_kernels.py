@@ -16,10 +16,12 @@ import torch
 
 @dataclass
 class KernelSet:
-    """Fused compressors: `compress(a, mask, transpose)` and `mvue_t(dy, seed)` -> packed operand."""
+    """Fused compressors: `compress(a, mask, transpose)` and `mvue_t(dy, seed)` -> packed operand;
+    `mvue_dense_t(dy, seed)` -> the same MVUE estimate of dY^T uncompressed (for a dense dW GEMM)."""
 
     compress: Callable[..., torch.Tensor]
     mvue_t: Callable[[torch.Tensor, int], torch.Tensor]
+    mvue_dense_t: Callable[[torch.Tensor, int], torch.Tensor]
     verified: dict = field(default_factory=dict)  # dtype -> bool
 
     def check(self, dtype: torch.dtype, device: torch.device) -> bool:
@@ -49,9 +51,9 @@ def _same_bytes(compress: Callable, dtype: torch.dtype, device: torch.device) ->
 def kernel_set() -> KernelSet | None:
     """The fused kernels, or None when sparse_core.kernels or triton is missing."""
     try:
-        from sparse_core.kernels import compress_24, has_triton, mvue_compress_t
+        from sparse_core.kernels import compress_24, has_triton, mvue_24_t, mvue_compress_t
     except ImportError:
         return None
     if not has_triton():
         return None
-    return KernelSet(compress=compress_24, mvue_t=mvue_compress_t)
+    return KernelSet(compress=compress_24, mvue_t=mvue_compress_t, mvue_dense_t=mvue_24_t)

@@ -6,9 +6,9 @@ Each product runs as A @ B with the 2:4 operand A compressed into cuSPARSELt's l
     dW   = S(dY^T) (out, T) @ X   (T, in)    A = MVUE(dY^T) along tokens, compressed every micro-batch
 Which products run sparse is an option ('fwd', 'dx', 'dw'); the others run as dense GEMMs on the
 same (masked) operands, so the math never changes, only the speed. Rules, all documented here:
-- compute dtype must be bf16 or fp16 and in/out features multiples of 32 (cuSPARSELt layout tiles);
+- compute dtype must be bf16 or fp16 and in/out features multiples of 64 (the layout our kernels write);
   otherwise the layer silently-but-warned runs every product dense.
-- a token count that is not a multiple of 32 is zero-padded to one (exact: zero rows add nothing).
+- a token count that is not a multiple of 64 is zero-padded to one (exact: zero rows add nothing).
 - 'dx' needs a transposable mask (SparseOperands.transposable); 'dw' needs the layer's `mvue`.
 - the best cuSPARSELt algorithm is searched once per (shape, layout) and cached (option `search`).
 - host cost: each eager `_cslt_sparse_mm` spends ~0.7 ms planning on the CPU; capture the step in a
@@ -41,8 +41,8 @@ __all__ = ["CusparseltBackend", "CusparseltPlan", "PRODUCTS", "COMPRESSORS", "FE
 
 PRODUCTS = ("fwd", "dx", "dw")
 COMPRESSORS = ("auto", "torch", "triton")
-FEATURE_MULTIPLE = 32  # 2:4 dim: one 16x8-group metadata tile spans 32 columns; rows need 16
-TOKEN_MULTIPLE = 32  # tokens are zero-padded up to this (the 2:4 dim of S(dY^T))
+FEATURE_MULTIPLE = 64  # the compressed layout is known for dims that are multiples of 64 (sparse_core.kernels.cslt_layout)
+TOKEN_MULTIPLE = 64  # tokens are zero-padded up to this (the 2:4 dim of S(dY^T))
 SPARSE_DTYPES = (torch.bfloat16, torch.float16)
 
 _ENV_PRODUCTS = "SPARSE_CORE_CUSPARSELT_PRODUCTS"
@@ -124,7 +124,7 @@ class CusparseltBackend(Backend):
 
     def _kernels_for(self, t: torch.Tensor) -> KernelSet | None:
         k = self.kernels()
-        return k if k is not None and t.is_cuda and k.check(t.dtype, t.device) else None
+        return k if k is not None and t.is_cuda and t.dtype in SPARSE_DTYPES and k.check(t.dtype, t.device) else None
 
     @property
     def products(self) -> frozenset[str]:
@@ -229,11 +229,15 @@ class CusparseltBackend(Backend):
     ) -> torch.Tensor:
         if not mvue:
             return dy.t() @ x
-        if not self._dw_sparse(dy, x):
-            return mvue_tokens(dy, generator) @ x
         k = self._kernels_for(dy)
         pad = (-dy.shape[0]) % TOKEN_MULTIPLE
-        if k is not None and generator is None and not torch.cuda.is_current_stream_capturing():
+        fused = k is not None and generator is None and not torch.cuda.is_current_stream_capturing()
+        if not self._dw_sparse(dy, x):
+            if fused and dy.shape[1] % FEATURE_MULTIPLE == 0:  # MVUE of dY^T in one Triton pass, dense GEMM
+                st = k.mvue_dense_t(F.pad(dy, (0, 0, 0, pad)) if pad else dy, self._seeds.getrandbits(62))
+                return st[:, : dy.shape[0]] @ x
+            return mvue_tokens(dy, generator) @ x
+        if fused:
             # MVUE + compress in one pass; the kernel takes a host seed, so it is not used inside a
             # graph capture (the seed would be frozen into every replay)
             st_c = k.mvue_t(F.pad(dy, (0, 0, 0, pad)) if pad else dy, self._seeds.getrandbits(62))

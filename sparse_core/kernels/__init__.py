@@ -2,7 +2,7 @@
 
 Compressed operands are byte-identical to `torch._cslt_compress` of the masked dense matrix (cuSPARSELt
 0.8 layout, see `cslt_layout`), so `torch._cslt_sparse_mm(packed, dense)` consumes them directly.
-Shape rules for a compressed r x c operand (2:4 along its c columns): r % 64 == 0, c % 32 == 0,
+Shape rules for a compressed r x c operand (2:4 along its c columns): r % 64 == 0, c % 64 == 0,
 float16/bfloat16 only; bad shapes raise ValueError naming the dim. The Triton ops run on CUDA (or on CPU
 under TRITON_INTERPRET=1); without triton, use the torch twins.
 

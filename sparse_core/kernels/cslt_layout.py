@@ -36,7 +36,7 @@ __all__ = [
 
 PAD_NIBBLE = 0xE
 ROW_MULTIPLE = 64  # rows of the sparse operand (1000 is refused; 48 gets an unverified larger buffer)
-COL_MULTIPLE = 32  # one metadata tile spans 8 groups = 32 columns
+COL_MULTIPLE = 64  # c % 64 == 32 gets a larger buffer from cuSPARSELt (64x32 -> 64x20, not 64x18), layout unread
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -71,7 +71,7 @@ def packed_shape(rows: int, cols: int) -> tuple[int, int]:
 
 
 def check_packable(rows: int, cols: int, name: str = "matrix") -> None:
-    """Raise ValueError unless an r x c operand fits the layout (rows % 64, cols % 32)."""
+    """Raise ValueError unless an r x c operand fits the layout (rows % 64, cols % 64)."""
     if rows <= 0 or rows % ROW_MULTIPLE:
         raise ValueError(f"{name} has {rows} rows; the compressed operand needs a positive multiple of {ROW_MULTIPLE}")
     if cols <= 0 or cols % COL_MULTIPLE:

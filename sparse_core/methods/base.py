@@ -37,7 +37,7 @@ class SparseMethod:
     lambda_w: Any = 0.0  # masked-decay factor, or 'auto' (chosen in warm-up from the flip rate)
     dense_ft_fraction: Any = None  # switch every layer to dense at this fraction of total_steps (None: never)
     warmup_steps: Any = None  # steps in which 'auto' chooses lambda_w (default: 10% of total_steps)
-    lambda_init: float = 1e-6  # first lambda tried by 'auto'
+    lambda_init: float = 6e-6  # first lambda tried by 'auto': the smallest value Hu et al. used (BERT)
     lambda_growth: float = 2.0  # geometric factor of the 'auto' rule
     flip_low: float = 1e-3  # target band of the flip rate per refresh for 'auto'
     flip_high: float = 1e-2

@@ -20,10 +20,12 @@ from sparse_core.train.resilience import (
     NonFiniteGuard,
     Preempted,
     PreemptionHandler,
+    RunGuard,
     TrainingDiverged,
     any_rank,
     exit_preempted,
     loss_is_finite,
+    run_main,
 )
 from sparse_core.train.schedules import one_cycle_lr, set_lr, warmup_cosine_lr
 from sparse_core.train.step import StepResult, optimizer_step
@@ -38,5 +40,5 @@ __all__ = [
     "one_cycle_lr", "set_lr", "warmup_cosine_lr",
     "StepResult", "optimizer_step",
     "NonFiniteGuard", "Preempted", "PreemptionHandler", "TrainingDiverged", "any_rank", "exit_preempted",
-    "loss_is_finite",
+    "loss_is_finite", "RunGuard", "run_main",
 ]

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sparse_core.train.faults import at_checkpoint_write
+
 __all__ = ["CheckpointManager", "CheckpointError", "RNGState", "restore", "load_checkpoint"]
 
 _FORMAT = 1
@@ -56,14 +58,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call `write(fileobj)` on a temp file beside `path`, fsync it, rename it over `path`, fsync the dir."""
+def _atomic_write(path: Path, write: Any, before_replace: Any = None) -> None:
+    """Call `write(fileobj)` on a temp file beside `path`, fsync it, rename it over `path`, fsync the dir.
+    `before_replace(tmp_path)`, if given, runs just before the rename (the fault-injection point)."""
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
     except OSError as e:  # disk full, quota, I/O error: say which file, and that nothing was replaced
         Path(tmp).unlink(missing_ok=True)
@@ -191,7 +196,9 @@ class CheckpointManager:
         for stale in self.directory.glob(f"{_TMP_PREFIX}*"):  # left by a crash mid-save
             stale.unlink(missing_ok=True)
         path = self.path_for(step)
-        _atomic_write(path, lambda f: torch.save({"format": _FORMAT, "step": step, "state": payload}, f))
+        _atomic_write(path, lambda f: torch.save({"format": _FORMAT, "step": step, "state": payload}, f),
+                      lambda tmp: at_checkpoint_write(step, "file", tmp))
+        at_checkpoint_write(step, "manifest")
 
         entries = _manifest_entries(self.directory) or {}
         entries[path.name] = {"file": path.name, "step": step, "sha256": _sha256(path), "bytes": path.stat().st_size}
@@ -243,14 +250,15 @@ class CheckpointManager:
         return load_checkpoint(path, map_location)
 
 
-def restore(state: dict[str, Any], loaded: dict[str, Any]) -> None:
+def restore(state: dict[str, Any], loaded: dict[str, Any], optional: tuple[str, ...] = ()) -> None:
     """Call `load_state_dict` on each Stateful object of `state` with its entry in `loaded`.
 
     Plain-data entries of `state` are left alone: read them from `loaded` yourself. Pass the bare
-    model (not the DDP / torch.compile wrapper) both when saving and restoring.
+    model (not the DDP / torch.compile wrapper) both when saving and restoring. Entries named in
+    `optional` may be missing from `loaded` (checkpoints written before they existed): left as they are.
     """
     for name, obj in state.items():
-        if not _is_stateful(obj):
+        if not _is_stateful(obj) or (name in optional and name not in loaded):
             continue
         if name not in loaded:
             raise CheckpointError(f"checkpoint has no entry {name!r} to restore; it has {sorted(loaded)}")

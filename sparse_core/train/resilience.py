@@ -16,6 +16,22 @@ guard that stops a run whose steps keep coming out non-finite.
 
 Under torch.distributed, `should_stop`, `stop_if_requested` and `loss_is_finite` are collectives (one
 tiny all-reduce): every rank calls them at the same point, and every rank gets the same answer.
+
+The recipes use `RunGuard`, which bundles both with the fault-injection hooks of the tests
+(sparse_core.train.faults, off unless SPARSE_CORE_FAULT is set):
+
+    guard = RunGuard(save, max_bad_steps=K)          # save(step) -> checkpoint path (rank 0) or None
+    guard.install(model, optimizer)                   # fault hooks; nothing when no fault is asked for
+    state["guard"] = guard                            # Stateful: the skip counts survive resume
+    with guard:                                       # SIGTERM/SIGINT handlers
+        for step in range(start, end):
+            guard.begin_step(step)
+            loss = guard.loss(model(x, y))            # identity unless a nan_loss fault is injected
+            ...                                       # backward
+            result = optimizer_step(...)
+            guard.after_step(step, result, loss)      # K bad steps in a row: save, raise TrainingDiverged
+            ...                                       # log (guard.metrics()), evaluate, periodic checkpoint
+            guard.stop_if_requested(step + 1)         # signalled: save, print how to resume, exit 0
 """
 
 from __future__ import annotations
@@ -31,9 +47,14 @@ from typing import Any, Callable, NoReturn
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
+
+from sparse_core.train.checkpoint import CheckpointError
+from sparse_core.train.config import ConfigError
+from sparse_core.train.faults import FaultInjector
 
 __all__ = ["PreemptionHandler", "Preempted", "exit_preempted", "any_rank", "NonFiniteGuard", "TrainingDiverged",
-           "loss_is_finite", "RESUME_HINT"]
+           "loss_is_finite", "RESUME_HINT", "RunGuard", "run_main"]
 
 RESUME_HINT = "resume with the same command plus resume=auto"
 
@@ -210,3 +231,78 @@ class NonFiniteGuard:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else (f"{value:.4g}" if math.isfinite(value) else str(value))
+
+
+# ---- the recipes' glue ------------------------------------------------------------------------------------
+
+
+class RunGuard:
+    """Pre-emption, the non-finite guard and the fault hooks of one training loop (see the module docstring).
+
+    `save(step)` writes the checkpoint of `step` optimizer steps (every rank calls it; rank 0 writes and
+    returns the path, the others None). Stateful: `state_dict` holds the skip counts.
+    """
+
+    def __init__(self, save: Callable[[int], str | Path | None], *, max_bad_steps: int = 20,
+                 hint: str = RESUME_HINT) -> None:
+        if not callable(save):
+            raise TypeError(f"save must be a callable save(step) -> path, got {save!r}")
+        self.save, self.hint = save, hint
+        self.nonfinite = NonFiniteGuard(max_bad_steps)  # ValueError names a bad max_bad_steps
+        self.preempt = PreemptionHandler()
+        self.faults = FaultInjector()  # ValueError names a malformed SPARSE_CORE_FAULT
+
+    def __enter__(self) -> RunGuard:
+        self.preempt.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.preempt.__exit__(*exc)
+
+    def install(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Fault hooks on the bare model and the optimizer; nothing unless SPARSE_CORE_FAULT is set."""
+        self.faults.install(model, optimizer)
+
+    def begin_step(self, step: int) -> None:
+        self.faults.begin_step(step)
+
+    def loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """`loss` itself (made NaN when the tests inject a nan_loss fault at this step)."""
+        return self.faults.loss(loss)
+
+    def after_step(self, step: int, result: Any, loss: torch.Tensor | float | None = None) -> None:
+        """Count a skipped step (`result`: optimizer_step's StepResult); after max_bad_steps in a row, save
+        the checkpoint of step + 1 (the weights of the last good step) and raise TrainingDiverged."""
+        try:
+            self.nonfinite.update(step, skipped=result.skipped, loss=loss, grad_norm=result.grad_norm)
+        except TrainingDiverged as e:
+            path = self.save(step + 1)
+            where = f"checkpoint {path}" if path is not None else "a checkpoint"
+            raise TrainingDiverged(f"{e} The run stopped with {where} of step {step + 1}; after fixing the cause, "
+                                   f"{self.hint}.") from None
+
+    def stop_if_requested(self, step: int) -> None:
+        """If SIGTERM/SIGINT arrived (on any rank): save(step), print how to resume, exit 0 (Preempted)."""
+        self.preempt.stop_if_requested(step, lambda: self.save(step), hint=self.hint)
+
+    def metrics(self) -> dict[str, float]:
+        return self.nonfinite.metrics()
+
+    def state_dict(self) -> dict[str, int]:
+        return self.nonfinite.state_dict()
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.nonfinite.load_state_dict(sd)
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a recipe's CLI `main()`: a config error, an unusable checkpoint or a diverged run ends the
+    process with a one-line message and exit code 1 instead of a traceback."""
+    try:
+        main()
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+    except CheckpointError as e:
+        sys.exit(f"checkpoint error: {e}")
+    except TrainingDiverged as e:
+        sys.exit(f"training stopped: {e}")

@@ -9,7 +9,7 @@ from sparse_core.masks import mask_24
 
 from kernels_testutil import DEVICE, gpu, needs_kernels, rand, same_bytes
 
-SMALL = [(64, 32), (64, 160), (128, 64), (64, 384), (64, 256)]  # A tiles of 32, 64, 128, 256 columns
+SMALL = [(64, 64), (64, 192), (128, 128), (64, 384), (64, 256)]  # A tiles of 64, 128, 256 columns
 DTYPES = [torch.bfloat16, torch.float16]
 
 
@@ -70,7 +70,7 @@ def test_bad_inputs():
 
 
 # ---- CUDA only: against cuSPARSELt itself -------------------------------------------------------
-GPU_SHAPES = [(64, 32), (64, 64), (128, 160), (768, 3072), (3072, 768), (1024, 4096), (4096, 1024)]
+GPU_SHAPES = [(64, 64), (64, 128), (128, 192), (768, 3072), (3072, 768), (1024, 4096), (4096, 1024)]
 
 
 @gpu
