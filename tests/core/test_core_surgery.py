@@ -118,3 +118,20 @@ class Odd(nn.Module):
 def test_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_export_semi_structured_on_gpu():
+    if torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("2:4 sparse tensor cores need sm_80+")
+    model = TinyGPT(d=64, layers=1, hidden=256, block_size=64).cuda()
+    sparse_core.sparsify(model, method="ste")
+    model = model.to(torch.bfloat16)
+    x = torch.randint(0, 32, (2, 64), device="cuda")
+    with torch.no_grad():
+        ref = model(x).float()
+        sparse_core.export_semi_structured(model)
+        out = model(x).float()
+    assert type(model.h[0].mlp.c_fc.weight.data).__name__.startswith("SparseSemiStructured")
+    assert (out - ref).norm() / ref.norm() < 2e-2
