@@ -151,6 +151,7 @@ class CrammingConfig:
     eval_interval: int = 100  # steps between validation MLM losses (0: only at the end)
     checkpoint_interval: int = 100  # steps between atomic checkpoints (0: only at the end)
     keep_checkpoints: int = 2
+    max_bad_steps: int = 20  # stop (with a checkpoint) after this many non-finite steps in a row
     resume: bool = True  # continue from out_dir/run_name/checkpoints if one is there
     stop_after_steps: Optional[int] = None  # end this process after this many steps (checkpointed), budget
     #                                          unchanged: for preemptible jobs; a later run resumes
@@ -178,3 +179,9 @@ class CrammingConfig:
         for name in ("log_interval", "eval_interval", "checkpoint_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("keep_checkpoints", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        # unknown or impossible sparse.* options (mask_refresh_interval=0, dense_ft_fraction=1.5) fail here,
+        # before the corpus and tokenizer are built
+        sparse_core.methods.build_method(self.method, **self.sparse).validate(self.budget.total_steps)

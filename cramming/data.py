@@ -201,7 +201,8 @@ def build_corpus(cfg: DataConfig, run_dir: Path, seed: int) -> tuple[Any, torch.
             return load_tokenizer(tok_dir), saved["train"], saved["val"]
     docs = list(iter_documents(cfg))
     if not docs:
-        raise ValueError(f"data source {cfg.source!r} gave no documents")
+        where = {"files": f" at {cfg.path}", "hf": f" {cfg.hf_name}"}.get(cfg.source, "")
+        raise ValueError(f"data source {cfg.source!r}{where} gave no documents (empty files?)")
     tokenizer = build_tokenizer(cfg.tokenizer, docs, cfg.vocab_size)
     rows = pack_documents(_tokenize(tokenizer, docs), cfg.seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
     perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))

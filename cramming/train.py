@@ -7,6 +7,8 @@
 
 Writes out/<run>/: metrics.jsonl, plots/, checkpoints/ (atomic, exact resume), model/ (HF layout:
 config.json + model.safetensors + tokenizer, the input of `cramming.eval.glue`), summary.json.
+A `RunGuard` skips and counts non-finite steps (stopping with a checkpoint after max_bad_steps in a row)
+and turns SIGTERM/SIGINT into a checkpoint and a clean exit.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,9 +27,9 @@ import sparse_core
 from cramming.config import CONFIG_DIR, CrammingConfig
 from cramming.data import MLMBatches, build_corpus, mask_tokens
 from cramming.model import CrammedBertConfig, CrammedBertForMaskedLM
-from sparse_core.train import (CheckpointManager, RNGState, all_reduce_mean, barrier, broadcast_object, build_logger,
-                               cleanup, config_to_dict, init_distributed, load_config, one_cycle_lr, optimizer_step,
-                               parse_cli, plot_metrics, progress_bar, restore, set_lr)
+from sparse_core.train import (CheckpointManager, RNGState, RunGuard, all_reduce_mean, barrier, broadcast_object,
+                               build_logger, cleanup, config_to_dict, init_distributed, load_config, one_cycle_lr,
+                               optimizer_step, parse_cli, plot_metrics, progress_bar, restore, run_main, set_lr)
 
 __all__ = ["build_model", "param_groups", "evaluate_mlm", "train", "main"]
 
@@ -116,11 +117,23 @@ def train(cfg: CrammingConfig) -> dict[str, float]:
     state: dict[str, Any] = {"model": model, "optimizer": optimizer, "sparse": ctl, "rng": RNGState()}
     if scaler is not None:
         state["scaler"] = scaler
+
+    def save(at: int, elapsed: float | None = None) -> Path | None:
+        elapsed = elapsed_before + time.perf_counter() - start if elapsed is None else elapsed
+        path = None
+        if env.is_main:
+            path = ckpt.save(at, {**state, "progress": {"step": at, "elapsed": elapsed}, "config": config_to_dict(cfg)})
+        barrier()
+        return path
+
+    guard = RunGuard(save, max_bad_steps=cfg.max_bad_steps)  # non-finite steps, SIGTERM/SIGINT, test faults
+    guard.install(model, optimizer)
+    state["guard"] = guard
     step, elapsed_before = 0, 0.0
     found = ckpt.load_latest(map_location=device) if cfg.resume else None
     if found is not None:
         step, loaded = found
-        restore(state, loaded)
+        restore(state, loaded, optional=("guard",))  # checkpoints from before the guard existed lack it
         elapsed_before = float(loaded["progress"]["elapsed"])
         if env.is_main:
             print(f"resumed from {ckpt.path_for(step)} at step {step}")
@@ -131,11 +144,6 @@ def train(cfg: CrammingConfig) -> dict[str, float]:
         print(f"{cfg.run_name}: method={cfg.method} params={n_params / 1e6:.2f}M train_seqs={len(train_rows)} "
               f"accumulation={accumulation} device={device} {ctl!r}")
 
-    def save(at: int, elapsed: float) -> None:
-        if env.is_main:
-            ckpt.save(at, {**state, "progress": {"step": at, "elapsed": elapsed}, "config": config_to_dict(cfg)})
-        barrier()
-
     budget_s = None if cfg.budget.minutes is None else cfg.budget.minutes * 60.0
     bar = progress_bar(total_steps, initial=min(step, total_steps), enabled=env.is_main and cfg.progress)
     start = time.perf_counter()
@@ -145,50 +153,53 @@ def train(cfg: CrammingConfig) -> dict[str, float]:
     stop_step = None if cfg.stop_after_steps is None else step + cfg.stop_after_steps
 
     # ---- the loop: LR over the budget, accumulate, clip, controller + optimizer step, log, eval, save ----
-    while True:
-        elapsed = elapsed_before + time.perf_counter() - start
-        done = step >= cfg.budget.steps if budget_s is None else elapsed >= budget_s
-        if env.world_size > 1 and budget_s is not None:
-            done = broadcast_object(done)  # ranks must agree on when the clock runs out
-        if done or (stop_step is not None and step >= stop_step):
-            break
-        if budget_s is None:
-            lr = one_cycle_lr(step, base_lr=cfg.optim.lr, total_steps=cfg.budget.steps,
-                              warmup_fraction=cfg.optim.warmup_fraction, final_fraction=cfg.optim.final_fraction)
-        else:
-            lr = one_cycle_lr(elapsed, base_lr=cfg.optim.lr, total_steps=budget_s,
-                              warmup_fraction=cfg.optim.warmup_fraction, final_fraction=cfg.optim.final_fraction)
-        set_lr(optimizer, lr)
-        for micro in range(accumulation):
-            batch = batches.batch(step, micro)
-            sync = micro == accumulation - 1 or env.world_size == 1
-            with (contextlib.nullcontext() if sync else fwd.no_sync()), autocast():
-                loss = fwd(batch["input_ids"].to(device, non_blocking=True),
-                           labels=batch["labels"].to(device, non_blocking=True)).loss / accumulation
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            loss_acc += loss.detach()
-        result = optimizer_step(model, optimizer, controller=ctl, scaler=scaler, clip_norm=cfg.optim.clip_norm,
-                                step=step)
-        step += 1
-        bar.update(1)
+    with guard:  # SIGTERM/SIGINT only set a flag; the loop stops at a step boundary
+        while True:
+            elapsed = elapsed_before + time.perf_counter() - start
+            done = step >= cfg.budget.steps if budget_s is None else elapsed >= budget_s
+            if env.world_size > 1 and budget_s is not None:
+                done = broadcast_object(done)  # ranks must agree on when the clock runs out
+            if done or (stop_step is not None and step >= stop_step):
+                break
+            if budget_s is None:
+                lr = one_cycle_lr(step, base_lr=cfg.optim.lr, total_steps=cfg.budget.steps,
+                                  warmup_fraction=cfg.optim.warmup_fraction, final_fraction=cfg.optim.final_fraction)
+            else:
+                lr = one_cycle_lr(elapsed, base_lr=cfg.optim.lr, total_steps=budget_s,
+                                  warmup_fraction=cfg.optim.warmup_fraction, final_fraction=cfg.optim.final_fraction)
+            set_lr(optimizer, lr)
+            guard.begin_step(step)
+            for micro in range(accumulation):
+                batch = batches.batch(step, micro)
+                sync = micro == accumulation - 1 or env.world_size == 1
+                with (contextlib.nullcontext() if sync else fwd.no_sync()), autocast():
+                    loss = guard.loss(fwd(batch["input_ids"].to(device, non_blocking=True),
+                                          labels=batch["labels"].to(device, non_blocking=True)).loss) / accumulation
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                loss_acc += loss.detach()
+            result = optimizer_step(model, optimizer, controller=ctl, scaler=scaler, clip_norm=cfg.optim.clip_norm,
+                                    step=step)
+            guard.after_step(step, result, loss)  # skipped steps counted; max_bad_steps in a row: save, stop
+            step += 1
+            bar.update(1)
 
-        if cfg.log_interval and step % cfg.log_interval == 0:
-            train_loss = float(all_reduce_mean(loss_acc / cfg.log_interval))  # .item() sync
-            now = time.perf_counter()
-            metrics = {"train/loss": train_loss, "train/lr": lr, "train/grad_norm": result.grad_norm or 0.0,
-                       "train/skipped": float(result.skipped), "train/elapsed_s": elapsed_before + now - start,
-                       "train/tokens_per_s": tokens_per_step * cfg.log_interval / (now - t_log), **ctl.metrics()}
-            logger.log(metrics, step)
-            bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"training loss is {train_loss} at step {step}")
-            loss_acc.zero_()
-            t_log = now
-        if cfg.eval_interval and step % cfg.eval_interval == 0 and len(val_rows):
-            val_loss, val_step = evaluate_mlm(model, val_rows, batches, device, autocast, cfg.optim.micro_batch_size), step
-            logger.log({"val/loss": val_loss}, step)
-        if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
-            save(step, elapsed_before + time.perf_counter() - start)
+            if cfg.log_interval and step % cfg.log_interval == 0:
+                train_loss = float(all_reduce_mean(loss_acc / cfg.log_interval))  # .item() sync
+                now = time.perf_counter()
+                metrics = {"train/loss": train_loss, "train/lr": lr, "train/grad_norm": result.grad_norm or 0.0,
+                           "train/skipped": float(result.skipped), "train/elapsed_s": elapsed_before + now - start,
+                           "train/tokens_per_s": tokens_per_step * cfg.log_interval / (now - t_log), **guard.metrics(),
+                           **ctl.metrics()}
+                logger.log(metrics, step)
+                bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
+                loss_acc.zero_()
+                t_log = now
+            if cfg.eval_interval and step % cfg.eval_interval == 0 and len(val_rows):
+                val_loss, val_step = evaluate_mlm(model, val_rows, batches, device, autocast, cfg.optim.micro_batch_size), step
+                logger.log({"val/loss": val_loss}, step)
+            if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
+                save(step)
+            guard.stop_if_requested(step)  # SIGTERM/SIGINT: checkpoint, say how to resume, exit 0
     bar.close()
 
     # ---- final: checkpoint, validation, HF export, plots, summary ----
@@ -224,4 +235,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # config errors, unusable checkpoints, a diverged run: one line, exit code 1

@@ -76,7 +76,9 @@ def read_tsv(path: str | Path, task: Task, max_rows: int | None = None) -> list[
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         cols: dict[str | int, int] = {}
         if task.header:
-            header = next(rows)
+            header = next(rows, None)
+            if header is None:
+                raise ValueError(f"{path} is empty; a GLUE {task.name} file starts with a header row")
             cols = {name: i for i, name in enumerate(header)}
             wanted = [c for c in (task.text_a, task.text_b, task.label) if c is not None]
             missing = [c for c in wanted if c not in cols]
@@ -94,6 +96,8 @@ def read_tsv(path: str | Path, task: Task, max_rows: int | None = None) -> list[
             out.append(Example(row[ia], None if ib is None else row[ib], _label(task, row[il], f"{path}:{lineno}")))
             if max_rows is not None and len(out) >= max_rows:
                 break
+    if not out and max_rows != 0:
+        raise ValueError(f"{path} holds no examples")
     return out
 
 

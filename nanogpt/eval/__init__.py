@@ -1,0 +1,1 @@
+"""Eval companion: loss/perplexity with 2:4 mask checks, sampling, dense and compressed export."""
