@@ -13,7 +13,7 @@ from sparse_core.controller import next_lambda
 from sparse_core.methods.bimask import backward_mask
 from sparse_core.methods.s_ste import soft_threshold_24
 
-from tiny_models import TinyGPT, copy_task_batch, train_tiny
+from tiny_models import TinyGPT, affine_sequence_batch, train_tiny
 
 
 def one_layer(method, **options):
@@ -147,7 +147,7 @@ def test_half_halves_ffn_width():
 
 def run(method, model, ctl, opt, gen, steps, start):
     for step in range(start, start + steps):
-        x, y = copy_task_batch(gen)
+        x, y = affine_sequence_batch(gen)
         F.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
         ctl.before_optimizer_step(step)
         opt.step()

@@ -63,7 +63,7 @@ class TinyGPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-def copy_task_batch(gen: torch.Generator, batch: int = 16, seq: int = 16, vocab: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def affine_sequence_batch(gen: torch.Generator, batch: int = 16, seq: int = 16, vocab: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequences following x_{t+1} = (5 x_t + 3) mod vocab from random starts, with 10% noise tokens:
     learnable, so a loss must fall, but not to zero."""
     x = torch.empty(batch, seq, dtype=torch.long)
@@ -87,7 +87,7 @@ def train_tiny(method: str, steps: int = 60, seed: int = 0, lr: float = 3e-3, **
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for step in range(steps):
-        x, y = copy_task_batch(gen)
+        x, y = affine_sequence_batch(gen)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
