@@ -28,8 +28,9 @@ from cramming.config import CONFIG_DIR, CrammingConfig
 from cramming.data import MLMBatches, build_corpus, mask_tokens
 from cramming.model import CrammedBertConfig, CrammedBertForMaskedLM
 from sparse_core.train import (CheckpointManager, RNGState, RunGuard, all_reduce_mean, barrier, broadcast_object,
-                               build_logger, cleanup, config_to_dict, init_distributed, load_config, one_cycle_lr,
-                               optimizer_step, parse_cli, plot_metrics, progress_bar, restore, run_main, set_lr)
+                               build_logger, cleanup, config_to_dict, init_distributed, load_config, no_sync_unless,
+                               one_cycle_lr, optimizer_step, parse_cli, plot_metrics, progress_bar, restore, run_main,
+                               set_lr)
 
 __all__ = ["build_model", "param_groups", "evaluate_mlm", "train", "main"]
 
@@ -61,8 +62,9 @@ def evaluate_mlm(model: torch.nn.Module, rows: torch.Tensor, batches: MLMBatches
     n = 0
     for i in range(0, len(rows), batch_size):
         inputs, labels = mask_tokens(rows[i:i + batch_size], generator=g, **batches.mask_args)
+        inputs = inputs.to(device)
         with autocast():
-            total += model(inputs.to(device), labels=labels.to(device)).loss.float()
+            total += model(inputs, token_type_ids=torch.zeros_like(inputs), labels=labels.to(device)).loss.float()
         n += 1
     model.train()
     return float(all_reduce_mean(total / max(n, 1)))  # .item() sync
@@ -78,6 +80,13 @@ def _autocast_factory(device: torch.device, dtype: str) -> Any:
 def train(cfg: CrammingConfig) -> dict[str, float]:
     """Pre-train within the budget; returns the final summary (also written to summary.json)."""
     env = init_distributed(cfg.device)
+    try:
+        return _train(cfg, env)
+    finally:
+        cleanup()
+
+
+def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
     device = env.device
     torch.manual_seed(cfg.seed)
     run_dir = Path(cfg.out_dir) / cfg.run_name
@@ -101,6 +110,7 @@ def train(cfg: CrammingConfig) -> dict[str, float]:
     total_steps = cfg.budget.total_steps
     ctl = sparse_core.sparsify(model, method=cfg.method, total_steps=total_steps, **cfg.sparse)
     model.to(device)
+    torch.manual_seed(cfg.seed + 1 + env.rank)  # same init everywhere, then an own stream per rank (MVUE draws)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                   betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, fused=device.type == "cuda")
     ctl.bind_optimizer(optimizer)
@@ -135,6 +145,8 @@ def train(cfg: CrammingConfig) -> dict[str, float]:
         step, loaded = found
         restore(state, loaded, optional=("guard",))  # checkpoints from before the guard existed lack it
         elapsed_before = float(loaded["progress"]["elapsed"])
+        if env.rank > 0:  # the checkpoint holds rank 0's generators; give the others their own
+            torch.manual_seed(cfg.seed + 1 + env.rank + 7919 * step)
         if env.is_main:
             print(f"resumed from {ckpt.path_for(step)} at step {step}")
     logger = build_logger(run_dir, cfg.wandb, cfg.wandb_project, cfg.run_name, config_to_dict(cfg), env.is_main)
@@ -148,7 +160,7 @@ def train(cfg: CrammingConfig) -> dict[str, float]:
     bar = progress_bar(total_steps, initial=min(step, total_steps), enabled=env.is_main and cfg.progress)
     start = time.perf_counter()
     tokens_per_step = cfg.optim.batch_size * cfg.data.seq_len
-    loss_acc, t_log = torch.zeros((), device=device), time.perf_counter()
+    loss_acc, t_log, steps_since_log = torch.zeros((), device=device), time.perf_counter(), 0
     val_loss, val_step = float("nan"), -1
     stop_step = None if cfg.stop_after_steps is None else step + cfg.stop_after_steps
 
@@ -156,9 +168,9 @@ def train(cfg: CrammingConfig) -> dict[str, float]:
     with guard:  # SIGTERM/SIGINT only set a flag; the loop stops at a step boundary
         while True:
             elapsed = elapsed_before + time.perf_counter() - start
-            done = step >= cfg.budget.steps if budget_s is None else elapsed >= budget_s
             if env.world_size > 1 and budget_s is not None:
-                done = broadcast_object(done)  # ranks must agree on when the clock runs out
+                elapsed = broadcast_object(elapsed)  # rank 0's clock: every rank stops together, with the same lr
+            done = step >= cfg.budget.steps if budget_s is None else elapsed >= budget_s
             if done or (stop_step is not None and step >= stop_step):
                 break
             if budget_s is None:
@@ -169,31 +181,35 @@ def train(cfg: CrammingConfig) -> dict[str, float]:
                                   warmup_fraction=cfg.optim.warmup_fraction, final_fraction=cfg.optim.final_fraction)
             set_lr(optimizer, lr)
             guard.begin_step(step)
+            step_loss = torch.zeros((), device=device)
             for micro in range(accumulation):
                 batch = batches.batch(step, micro)
-                sync = micro == accumulation - 1 or env.world_size == 1
-                with (contextlib.nullcontext() if sync else fwd.no_sync()), autocast():
-                    loss = guard.loss(fwd(batch["input_ids"].to(device, non_blocking=True),
-                                          labels=batch["labels"].to(device, non_blocking=True)).loss) / accumulation
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-                loss_acc += loss.detach()
+                with no_sync_unless(fwd, sync=micro == accumulation - 1):  # DDP syncs the last micro-batch only
+                    ids = batch["input_ids"].to(device, non_blocking=True)
+                    with autocast():  # segment A everywhere: trains token_type[0] (GLUE uses it; DDP needs a grad)
+                        loss = guard.loss(fwd(ids, token_type_ids=torch.zeros_like(ids),
+                                              labels=batch["labels"].to(device, non_blocking=True)).loss) / accumulation
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                step_loss += loss.detach()
             result = optimizer_step(model, optimizer, controller=ctl, scaler=scaler, clip_norm=cfg.optim.clip_norm,
                                     step=step)
-            guard.after_step(step, result, loss)  # skipped steps counted; max_bad_steps in a row: save, stop
+            guard.after_step(step, result, step_loss)  # skipped steps counted; max_bad_steps in a row: save, stop
+            loss_acc += step_loss
             step += 1
+            steps_since_log += 1
             bar.update(1)
 
             if cfg.log_interval and step % cfg.log_interval == 0:
-                train_loss = float(all_reduce_mean(loss_acc / cfg.log_interval))  # .item() sync
+                train_loss = float(all_reduce_mean(loss_acc / steps_since_log))  # .item() sync
                 now = time.perf_counter()
                 metrics = {"train/loss": train_loss, "train/lr": lr, "train/grad_norm": result.grad_norm or 0.0,
                            "train/skipped": float(result.skipped), "train/elapsed_s": elapsed_before + now - start,
-                           "train/tokens_per_s": tokens_per_step * cfg.log_interval / (now - t_log), **guard.metrics(),
+                           "train/tokens_per_s": tokens_per_step * steps_since_log / (now - t_log), **guard.metrics(),
                            **ctl.metrics()}
                 logger.log(metrics, step)
                 bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
                 loss_acc.zero_()
-                t_log = now
+                t_log, steps_since_log = now, 0
             if cfg.eval_interval and step % cfg.eval_interval == 0 and len(val_rows):
                 val_loss, val_step = evaluate_mlm(model, val_rows, batches, device, autocast, cfg.optim.micro_batch_size), step
                 logger.log({"val/loss": val_loss}, step)
@@ -223,7 +239,6 @@ def train(cfg: CrammingConfig) -> dict[str, float]:
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots", panels)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"done: step {step}, {elapsed:.0f}s, val MLM loss {val_loss:.4f}; outputs in {run_dir}")
-    cleanup()
     return summary
 
 

@@ -36,7 +36,7 @@ from deit.models import build_model
 from sparse_core import SparseLinear
 from sparse_core.train.checkpoint import CheckpointManager, RNGState, restore
 from sparse_core.train.config import config_to_dict, load_config, parse_cli
-from sparse_core.train.distributed import DistEnv, cleanup, init_distributed
+from sparse_core.train.distributed import DistEnv, all_reduce_mean, cleanup, init_distributed, no_sync_unless
 from sparse_core.train.metrics import build_logger, progress_bar
 from sparse_core.train.plots import plot_metrics, plot_prefix
 from sparse_core.train.resilience import RunGuard, run_main
@@ -178,10 +178,10 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
                 x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
                 if mixup is not None:
                     x, y = mixup(x, y)
-                sync = micro == cfg.grad_accum - 1 or env.world_size == 1
-                with (contextlib.nullcontext() if sync else ddp_model.no_sync()), autocast:
-                    loss = guard.loss(criterion(ddp_model(x), y)) / cfg.grad_accum
-                loss.backward()
+                with no_sync_unless(ddp_model, sync=micro == cfg.grad_accum - 1):  # DDP syncs the last one only
+                    with autocast:
+                        loss = guard.loss(criterion(ddp_model(x), y)) / cfg.grad_accum
+                    loss.backward()
                 loss_sum += loss.detach()
                 images_seen += x.shape[0]
             result_step = optimizer_step(model, optimizer, controller=ctl, clip_norm=cfg.optim.clip_grad, step=step)
@@ -192,7 +192,7 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
             bar.update(1)
 
             if step % cfg.log_interval == 0 or step == last_step:
-                loss_value = loss_sum.item()  # .item(): CPU-GPU sync, once per log interval
+                loss_value = float(all_reduce_mean(loss_sum))  # mean over ranks; .item() sync once per log interval
                 elapsed = time.perf_counter() - t0
                 metrics = {"train/loss": loss_value, "train/lr": optimizer.param_groups[0]["lr"],
                            "train/epoch": stream.epoch + stream.batch / stream.batches_per_epoch,
@@ -211,7 +211,8 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
                     ema_result = evaluate(ema.module, val_loader, device, autocast)
                     result.update({f"val/ema_{k}": v for k, v in ema_result.items()})
                 logger.log(result, step)
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+                if env.is_main:
+                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
 
             if env.is_main and (step % cfg.ckpt_interval == 0 or step == last_step):
                 ckpt.save(step, state)

@@ -33,8 +33,8 @@ from nanogpt.data.loader import TokenBatches, read_meta
 from nanogpt.model import GPT, GPTConfig
 from sparse_core.train import (
     CheckpointError, CheckpointManager, RNGState, RunGuard, all_reduce_mean, barrier, build_logger, cleanup,
-    config_to_dict, init_distributed, load_config, optimizer_step, parse_cli, plot_metrics, plot_prefix, progress_bar,
-    restore, run_main, set_lr, warmup_cosine_lr,
+    config_to_dict, init_distributed, load_config, no_sync_unless, optimizer_step, parse_cli, plot_metrics, plot_prefix,
+    progress_bar, restore, run_main, set_lr, warmup_cosine_lr,
 )
 
 __all__ = ["train", "build_model", "model_args", "main"]
@@ -202,7 +202,7 @@ def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:
             loss_sum = torch.zeros((), device=device)
             for i, (x, y) in enumerate(micro):
                 sync = i == len(micro) - 1  # DDP all-reduces gradients on the last micro-batch only
-                with model.no_sync() if env.world_size > 1 and not sync else nullcontext():
+                with no_sync_unless(model, sync):
                     with autocast:
                         _, loss = model(x, y)
                     loss = guard.loss(loss) / len(micro)
@@ -229,7 +229,7 @@ def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:
                 if "sparse/flip_rate" in last:
                     post["flip"] = f"{last['sparse/flip_rate']:.2e}"
                 bar.set_postfix(post, refresh=False)
-                train_time, steps_since_log = 0.0, 0  # seconds spent in training steps since the last log line
+                train_time, steps_since_log = 0.0, 0
 
             if done % t.eval_interval == 0 or done == t.max_steps:
                 val = evaluate(model, val_batches, autocast, device)

@@ -3,7 +3,7 @@
     ctl = sparse_core.sparsify(model, method="2by4", total_steps=N)
     ctl.bind_optimizer(optimizer)
     ... backward, unscale, clip ...
-    ctl.before_optimizer_step(step)   # masked decay (gradient or weight form), method hooks
+    ctl.before_optimizer_step(step)   # masked decay (gradient or weight form), then method hooks
     optimizer.step()
     ctl.after_optimizer_step(step)    # mask refresh + flip rate, warm-up lambda rule, dense switch
 
@@ -82,17 +82,16 @@ class SparseController:
         """Masked decay before the update: after unscale and clipping, so it is not clipped away."""
         if not self.layers or self.dense:
             return
-        self.method.before_step(self, step)
-        if self.method.decay == "none" or self.lambda_w == 0.0:
-            return
-        with torch.no_grad():
-            for layer in self.sparse_layers():
-                pruned = ~layer.mask
-                if self.method.decay == "gradient":
-                    if layer.weight.grad is not None:  # g <- g + lambda (1 - M) W
-                        layer.weight.grad.add_(layer.weight * pruned, alpha=self.lambda_w)
-                else:  # W <- W - lr lambda (1 - M) W
-                    layer.weight.sub_(layer.weight * pruned, alpha=self.lr_of(layer.weight) * self.lambda_w)
+        if self.method.decay != "none" and self.lambda_w != 0.0:
+            with torch.no_grad():
+                for layer in self.sparse_layers():
+                    pruned = ~layer.mask
+                    if self.method.decay == "gradient":
+                        if layer.weight.grad is not None:  # g <- g + lambda (1 - M) W
+                            layer.weight.grad.add_(layer.weight * pruned, alpha=self.lambda_w)
+                    else:  # W <- W - lr lambda (1 - M) W
+                        layer.weight.sub_(layer.weight * pruned, alpha=self.lr_of(layer.weight) * self.lambda_w)
+        self.method.before_step(self, step)  # last: it may need the final gradient (STEP's frozen v)
 
     def after_optimizer_step(self, step: int) -> None:
         """Mask refresh and flip rate, warm-up lambda rule, and the dense switch."""
@@ -162,6 +161,10 @@ class SparseController:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("method") != self.method.name:
             raise ValueError(f"controller state is for method {state.get('method')!r}, not {self.method.name!r}")
+        keys = ("lambda_w", "lambda_settled", "dense", "flip_rate", "flip_rates", "method_state")
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise ValueError(f"controller state lacks keys {missing}")
         self.lambda_w = float(state["lambda_w"])
         if not math.isfinite(self.lambda_w):
             raise ValueError(f"controller state has a non-finite lambda_w {self.lambda_w}")
@@ -169,6 +172,10 @@ class SparseController:
         self.flip_rate = float(state["flip_rate"])
         self.flip_rates = {k: float(v) for k, v in state["flip_rates"].items()}
         self.method.load_state_dict(state["method_state"])
+        if self.dense and not state["dense"]:  # this controller already switched; the state has not
+            self.dense = False
+            for layer in self.layers.values():
+                layer.mode = "sparse"
         self.method.restored(self)
         if state["dense"]:
             self._switch_to_dense()

@@ -2,7 +2,8 @@
 
 The three GEMMs of one layer (X: tokens x in, W: out x in, M: the 2:4 mask):
     Y  = X (M*W)^T               forward, M 2:4 along `in`
-    dX = dY (M_b*W)              M_b = M (a transposable M makes (M*W)^T 2:4 too, for sparse cores)
+    dX = dY (M_b*W)              M_b = M, or the layer's `backward_mask` when a method sets one (Bi-Mask);
+                                 a transposable M makes (M*W)^T 2:4 too, for sparse cores
     dW = MVUE(dY^T)^T X          or dY^T X with MVUE off; lands on the dense W (straight-through)
 The backend (reference torch, or a fast GPU one) computes them; operands are rebuilt only when the
 weight or mask changes, i.e. once per optimizer step, however many micro-batches run.
@@ -159,6 +160,7 @@ class SparseLinear(nn.Linear):
         nn.Module.__init__(layer)
         layer.in_features, layer.out_features = in_features, out_features
         layer.weight, layer.bias = linear.weight, linear.bias
+        layer.train(linear.training)
         layer._configure(options.get("mode", "sparse"), options.get("mask_kind", "magnitude"),
                          options.get("mvue", False), options.get("mask_refresh_interval", 1),
                          options.get("backend", "auto"))
@@ -212,7 +214,7 @@ class SparseLinear(nn.Linear):
         backend = self.backend
         bmask = self.backward_mask
         key = (backend.name, dtype, self.weight.device, self.weight._version, self.mask._version,
-               id(self.mask), None if bmask is None else (id(bmask), bmask._version))
+               id(self.mask), None if bmask is None else (id(bmask), bmask._version), self.weight.dtype)
         if key != self._plan_key:
             self._plan = backend.prepare(self._operands(dtype))
             self._plan_key = key
@@ -233,7 +235,7 @@ class SparseLinear(nn.Linear):
             raise ValueError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
         backend = self.backend
         plan = self.plan(dtype)
-        x2d = x.reshape(-1, self.in_features).to(dtype)
+        x2d = x.reshape(-1, self.in_features).to(dtype).contiguous()  # GEMM backends want row-major X
         with torch.autocast(device_type, enabled=False):
             y = _SparseLinearFunction.apply(x2d, self.weight, self.bias, plan, backend, self.mvue, self.generator)
         return y.reshape(*x.shape[:-1], self.out_features)

@@ -79,7 +79,11 @@ def sparsify(
 
 
 def densify(model: nn.Module) -> nn.Module:
-    """Replace every SparseLinear by a plain nn.Linear holding its effective (masked) weight."""
+    """Replace every SparseLinear by a plain nn.Linear holding its effective (masked, e.g. S-STE-scaled) weight.
+
+    Returns `model` (or the new nn.Linear when `model` itself is a SparseLinear)."""
+    if isinstance(model, SparseLinear):
+        return model.to_dense()
     for fqn, module in list(model.named_modules()):
         if isinstance(module, SparseLinear):
             _set_submodule(model, fqn, module.to_dense())

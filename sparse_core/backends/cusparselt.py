@@ -96,7 +96,7 @@ class CusparseltBackend(Backend):
     """SparseLinear products through torch's cuSPARSELt ops; options choose what runs sparse."""
 
     name = "cusparselt"
-    default_products: frozenset[str] | None = None  # None: env var, else fwd+dx (+dw if fused kernels)
+    default_products: frozenset[str] | None = None  # None: env var, else fwd+dx
 
     def __init__(self, products=None, compress: str | None = None, search: bool | None = None) -> None:
         products = parse_products(products)

@@ -14,6 +14,8 @@ def ffn_hidden_dim(hidden: int, method: str) -> int:
     """FFN width to build for `method`: half of `hidden` for 'half' (rounded to a multiple of 4)."""
     if method not in METHOD_CLASSES:
         raise ValueError(f"unknown sparse method {method!r}; known: {sorted(METHOD_CLASSES)}")
+    if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
+        raise ValueError(f"hidden must be an int >= 1, got {hidden!r}")
     if method == "half":
         return max(4, (hidden // 2) // 4 * 4)
     return hidden

@@ -107,7 +107,7 @@ class SparseMethod:
         """Called once after the layers are swapped in."""
 
     def before_step(self, ctl: "SparseController", step: int) -> None:
-        """Called before the shared masked decay, after unscale and clip."""
+        """Called after unscale, clip and the shared masked decay, right before optimizer.step()."""
 
     def after_step(self, ctl: "SparseController", step: int) -> None:
         """Called after the optimizer step, before the shared mask refresh."""

@@ -33,7 +33,10 @@ def backward_mask(weight: torch.Tensor, fwd_mask: torch.Tensor, perm: torch.Tens
 
 
 def best_permutation(weight: torch.Tensor, fwd_mask: torch.Tensor, num_candidates: int) -> torch.Tensor:
-    """The row permutation (of num_candidates, identity first) keeping the most |W| under M_b."""
+    """The row permutation (of num_candidates, identity first) keeping the most |W| under M_b.
+
+    Candidates come from torch's global CPU generator (torch.randperm), whatever the weight's device,
+    so a run is reproducible from torch.manual_seed / torch.get_rng_state."""
     rows = weight.shape[0]
     best, best_score = None, -1.0
     for i in range(num_candidates):
@@ -75,6 +78,11 @@ class BiMask(SparseMethod):
         for fqn, layer in ctl.layers.items():
             self.perms[fqn] = best_permutation(layer.weight, layer.mask, self.num_candidates)
             self._apply(fqn, layer)
+
+    def after_step(self, ctl: "SparseController", step: int) -> None:
+        # a search due on a step without a mask refresh runs here (after_refresh is not called then)
+        if (step + 1) % self.research_interval == 0 and (step + 1) % self.mask_refresh_interval != 0:
+            self._search(ctl)
 
     def after_refresh(self, ctl: "SparseController", step: int) -> None:
         if (step + 1) % self.research_interval == 0:

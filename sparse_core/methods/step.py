@@ -6,7 +6,8 @@ Phase 1 trains dense with Adam. AutoSwitch watches Adam's second moment v of the
 once it falls below `switch_tolerance`, but never before `min_switch_fraction` nor after
 `max_switch_fraction` of training. Phase 2 trains 2:4 (STE) with v frozen at its bias-corrected value
 at the switch: before each Adam step, exp_avg_sq is set so that Adam's own update of it lands exactly
-on the frozen v (bias correction included), i.e. the frozen v is the preconditioner.
+on the frozen v (bias correction included; floored where rounding could make it negative),
+i.e. the frozen v is the preconditioner.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def _adam_state(ctl: "SparseController", p: torch.Tensor) -> tuple[dict, float] 
         return None
     for group in ctl.optimizer.param_groups:
         if any(q is p for q in group["params"]):
+            if group.get("amsgrad", False):
+                raise ValueError("method 'step' freezes Adam's exp_avg_sq, which amsgrad=True bypasses "
+                                 "(it divides by max_exp_avg_sq); use amsgrad=False")
             return state, float(group["betas"][1])
     return None
 
@@ -79,9 +83,13 @@ class STEP(SparseMethod):
                 if found is None or p.grad is None:
                     continue
                 state, beta2 = found
+                v = state["exp_avg_sq"]
                 t = float(state["step"]) + 1
                 target = self.v_frozen[fqn] * (1 - beta2**t)  # Adam divides by (1 - beta2^t)
-                state["exp_avg_sq"].copy_((target - (1 - beta2) * p.grad * p.grad) / beta2)
+                c = (1 - beta2) * p.grad * p.grad  # Adam's next update: v <- beta2 v + c
+                # floor: where target << c, rounding could make Adam's v slightly negative (sqrt -> NaN)
+                floor = c * (16 * torch.finfo(v.dtype).eps - 1) / beta2
+                v.copy_(torch.maximum((target - c) / beta2, floor))
 
     def after_step(self, ctl: "SparseController", step: int) -> None:
         if self.switched_at is not None:
@@ -133,6 +141,9 @@ class STEP(SparseMethod):
         self.v_frozen = dict(state["v_frozen"])
 
     def restored(self, ctl: "SparseController") -> None:
-        """Layer modes that match the loaded phase."""
-        for layer in ctl.layers.values():
+        """Layer modes that match the loaded phase; saved v tensors moved to their layer's device."""
+        for fqn, layer in ctl.layers.items():
             layer.mode = "sparse" if self.switched_at is not None else "dense"
+            for saved in (self._v_prev, self.v_frozen):
+                if fqn in saved:
+                    saved[fqn] = saved[fqn].to(layer.weight.device)

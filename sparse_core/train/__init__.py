@@ -4,7 +4,9 @@ non-finite steps)."""
 
 from sparse_core.train.checkpoint import CheckpointError, CheckpointManager, RNGState, load_checkpoint, restore
 from sparse_core.train.config import ConfigError, config_to_dict, load_config, parse_cli
-from sparse_core.train.distributed import DistEnv, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
+from sparse_core.train.distributed import (
+    DistEnv, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed, no_sync_unless,
+)
 from sparse_core.train.metrics import (
     FanoutLogger,
     JsonlLogger,
@@ -34,6 +36,7 @@ __all__ = [
     "CheckpointError", "CheckpointManager", "RNGState", "load_checkpoint", "restore",
     "ConfigError", "config_to_dict", "load_config", "parse_cli",
     "DistEnv", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "init_distributed",
+    "no_sync_unless",
     "FanoutLogger", "JsonlLogger", "MetricLogger", "NullLogger", "WandbLogger", "build_logger", "progress_bar",
     "read_jsonl",
     "plot_metrics", "plot_prefix",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "all_reduce_mean", "broadcast_object"]
+__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "all_reduce_mean", "broadcast_object", "no_sync_unless"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,13 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def no_sync_unless(model: torch.nn.Module, sync: bool) -> AbstractContextManager:
+    """`model.no_sync()` (DDP, also under torch.compile) unless `sync`; a null context for an unwrapped model.
+
+    Run the micro-batch's forward AND backward inside it: DDP reads the flag in both.
+    """
+    if sync or not hasattr(model, "no_sync"):
+        return nullcontext()
+    return model.no_sync()

@@ -142,3 +142,30 @@ def test_backend_resolution():
 def test_bad_configuration(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+class ContiguousOnlyBackend(ReferenceBackend):
+    name = "contiguous-only-test"
+
+    def linear(self, x, plan):
+        assert x.is_contiguous(), "X reached the backend non-contiguous"
+        return super().linear(x, plan)
+
+
+def test_non_contiguous_input_and_dtype_move_rebuild_operands():
+    register_backend(ContiguousOnlyBackend)
+    register_backend(CountingBackend)
+    try:
+        layer = SparseLinear(8, 12, backend="contiguous-only-test")
+        x = torch.randn(8, 5).t()  # (5, 8), not contiguous
+        assert torch.allclose(layer(x), F.linear(x, layer.weight * layer.mask, layer.bias))
+        layer = SparseLinear(8, 8, backend="counting-test")
+        before = CountingBackend.prepared
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            layer(torch.randn(4, 8))
+            layer.to(torch.bfloat16)  # same compute dtype, but the weight itself changed
+            layer(torch.randn(4, 8))
+        assert CountingBackend.prepared == before + 2
+    finally:
+        BACKENDS.pop("contiguous-only-test")
+        BACKENDS.pop("counting-test")

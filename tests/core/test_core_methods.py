@@ -207,3 +207,45 @@ def test_every_method_trains_a_tiny_transformer(method):
 def test_methods_registry_lists_every_method_with_a_description():
     assert list(sparse_core.METHODS) == ["dense", "half", "ste", "sr-ste", "2by4", "step", "bi-mask", "s-ste"]
     assert all(isinstance(d, str) and d for d in sparse_core.METHODS.values())
+
+
+@pytest.mark.parametrize("variant", [{"foreach": False}, {"foreach": True}, {"fused": True}])
+def test_step_freezes_v_with_every_adamw_variant_and_gradient_decay(variant):
+    layer, ctl = one_layer("step", decay="gradient", lambda_w=0.1, min_switch_fraction=0.05,
+                           max_switch_fraction=0.05)
+    opt = torch.optim.AdamW(layer.parameters(), lr=1e-2, **variant)
+    ctl.bind_optimizer(opt)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(10):
+        layer(torch.randn(16, 8, generator=gen)).pow(2).sum().backward()
+        ctl.before_optimizer_step(step)  # the decay lands on the gradient before STEP sets exp_avg_sq
+        opt.step()
+        opt.zero_grad()
+        ctl.after_optimizer_step(step)
+    assert ctl.method.switched_at == 5
+    state = opt.state[layer.weight]
+    v_hat = state["exp_avg_sq"] / (1 - opt.param_groups[0]["betas"][1] ** float(state["step"]))
+    assert torch.isfinite(layer.weight).all()
+    assert torch.allclose(v_hat, ctl.method.v_frozen["mlp.fc1"], rtol=1e-4, atol=1e-12)
+
+
+def test_bimask_research_runs_on_steps_without_a_mask_refresh():
+    layer, ctl = one_layer("bi-mask", mask_refresh_interval=3, research_interval=2)
+    calls = []
+    search = ctl.method._search
+    ctl.method._search = lambda c: (calls.append(True), search(c))
+    for step in range(6):
+        ctl.after_optimizer_step(step)
+    assert len(calls) == 3  # after steps 2, 4 and 6, whether or not the mask was refreshed then
+
+
+def test_load_state_dict_undoes_a_later_dense_switch():
+    layer, ctl = one_layer("2by4", lambda_w=0.1, dense_ft_fraction=0.3)
+    saved = ctl.state_dict()
+    for step in range(30):
+        ctl.after_optimizer_step(step)
+    assert ctl.dense and layer.mode == "dense"
+    ctl.load_state_dict(saved)
+    assert not ctl.dense and layer.mode == "sparse"
+    with pytest.raises(ValueError, match="lacks keys"):
+        ctl.load_state_dict({"method": "2by4"})

@@ -113,6 +113,7 @@ class Odd(nn.Module):
         (lambda: sparse_core.sparsify(TinyGPT(), method="ste", dense_ft_fraction=1.5, total_steps=10), "dense_ft_fraction"),
         (lambda: sparse_core.sparsify(TinyGPT(), method="2by4"), "total_steps"),
         (lambda: sparse_core.ffn_hidden_dim(64, "quarter"), "unknown sparse method"),
+        (lambda: sparse_core.ffn_hidden_dim(0, "half"), "hidden must be an int >= 1, got 0"),
     ],
 )
 def test_clear_errors(call, match):
