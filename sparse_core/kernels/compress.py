@@ -11,12 +11,11 @@ import torch
 
 from sparse_core.kernels import _pack
 from sparse_core.kernels._triton import has_triton, interpreting, require_launch
-from sparse_core.kernels.cslt_layout import NIBBLE_TABLE32, check_packable, new_packed, torch_pack_24
+from sparse_core.kernels.cslt_layout import NIBBLE_TABLE32, check_half_matrix, check_packable, new_packed, torch_pack_24
 from sparse_core.masks import mask_24
 
 __all__ = ["compress_24", "torch_compress_24"]
 
-_HALF = (torch.float16, torch.bfloat16)
 _BLOCK_COLS = (256, 128, 64)  # columns of A per program (autotuned with num_warps on CUDA)
 
 if has_triton():
@@ -71,12 +70,7 @@ def launch_packer(transpose: bool, rows: int, cols: int, *args, **constexprs) ->
 
 def _operand_view(dense: torch.Tensor, transpose: bool, name: str) -> tuple[int, int]:
     """(rows, cols) of A = dense or dense.T, validated."""
-    if not isinstance(dense, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(dense).__name__}")
-    if dense.dtype not in _HALF:
-        raise TypeError(f"{name} must be float16 or bfloat16, got {dense.dtype}")
-    if dense.dim() != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {tuple(dense.shape)}")
+    check_half_matrix(dense, name)
     rows, cols = (dense.shape[1], dense.shape[0]) if transpose else tuple(dense.shape)
     check_packable(rows, cols, f"{name}{'.T' if transpose else ''} (the sparse operand)")
     return rows, cols

@@ -99,13 +99,18 @@ def _words_from_nibbles(nib: torch.Tensor) -> torch.Tensor:
     return torch.where(words >= 32768, words - 65536, words).to(torch.int16)
 
 
-def _check_dense(dense: torch.Tensor, name: str) -> None:
+def check_half_matrix(dense: torch.Tensor, name: str) -> None:
+    """Refuse anything but a 2-D float16/bfloat16 tensor (the layout is read off for 16-bit types)."""
     if not isinstance(dense, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(dense).__name__}")
     if dense.dtype not in _HALF_DTYPES:
         raise TypeError(f"{name} must be float16 or bfloat16 (cuSPARSELt 16-bit layout), got {dense.dtype}")
     if dense.dim() != 2:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(dense.shape)}")
+
+
+def _check_dense(dense: torch.Tensor, name: str) -> None:
+    check_half_matrix(dense, name)
     check_packable(dense.shape[0], dense.shape[1], name)
 
 
