@@ -35,9 +35,6 @@ class Backend(abc.ABC):
         """None when this backend can run on `device`, else a sentence saying why not."""
         return None
 
-    def check_layer(self, in_features: int, out_features: int) -> None:
-        """Raise ValueError if a layer of this shape cannot run on this backend."""
-
     @abc.abstractmethod
     def prepare(self, ops: SparseOperands) -> Any:
         """Build the operands the products need; called once per weight or mask change."""

@@ -152,12 +152,6 @@ class CusparseltBackend(Backend):
             return "torch was built without cuSPARSELt (torch.backends.cusparselt.is_available() is False)"
         return None
 
-    def check_layer(self, in_features: int, out_features: int) -> None:
-        for name, size in (("in_features", in_features), ("out_features", out_features)):
-            if size % FEATURE_MULTIPLE:
-                raise ValueError(f"cusparselt backend needs {name} to be a multiple of {FEATURE_MULTIPLE}, got "
-                                 f"{size}; use backend='reference' or pad the layer")
-
     # ---- compression --------------------------------------------------------------------------
     def _compress_w(self, w: torch.Tensor, mask: torch.Tensor, transpose: bool) -> torch.Tensor:
         """Compressed operand of W (or W^T): fused kernel under the given mask, else _cslt_compress."""
