@@ -28,7 +28,7 @@ from cramming.config import CONFIG_DIR, CrammingConfig
 from cramming.data import MLMBatches, build_corpus, mask_tokens
 from cramming.model import CrammedBertConfig, CrammedBertForMaskedLM
 from sparse_core.train import (CheckpointManager, RNGState, RunGuard, all_reduce_mean, barrier, broadcast_object,
-                               build_logger, cleanup, config_to_dict, init_distributed, load_config, no_sync_unless,
+                               build_logger, config_to_dict, distributed_session, load_config, no_sync_unless,
                                one_cycle_lr, optimizer_step, parse_cli, plot_metrics, progress_bar, restore, run_main,
                                set_lr)
 
@@ -79,11 +79,8 @@ def _autocast_factory(device: torch.device, dtype: str) -> Any:
 
 def train(cfg: CrammingConfig) -> dict[str, float]:
     """Pre-train within the budget; returns the final summary (also written to summary.json)."""
-    env = init_distributed(cfg.device)
-    try:
+    with distributed_session(cfg.device) as env:
         return _train(cfg, env)
-    finally:
-        cleanup()
 
 
 def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:

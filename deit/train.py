@@ -36,7 +36,7 @@ from deit.models import build_model
 from sparse_core import SparseLinear
 from sparse_core.train.checkpoint import CheckpointManager, RNGState, restore
 from sparse_core.train.config import config_to_dict, load_config, parse_cli
-from sparse_core.train.distributed import DistEnv, all_reduce_mean, cleanup, init_distributed, no_sync_unless
+from sparse_core.train.distributed import DistEnv, all_reduce_mean, distributed_session, no_sync_unless
 from sparse_core.train.metrics import build_logger, progress_bar
 from sparse_core.train.plots import plot_metrics, plot_prefix
 from sparse_core.train.resilience import RunGuard, run_main
@@ -66,11 +66,8 @@ def _sync_modes(ema_model: nn.Module, model: nn.Module) -> None:
 
 def train(cfg: DeiTConfig) -> dict[str, float]:
     """Run (or resume) training as `cfg` says; returns the last evaluation's metrics and the step."""
-    env = init_distributed(cfg.device)
-    try:
+    with distributed_session(cfg.device) as env:
         return _train(cfg, env)
-    finally:
-        cleanup()
 
 
 def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:

@@ -32,8 +32,8 @@ from nanogpt.config import CONFIG_DIR, TrainConfig
 from nanogpt.data.loader import TokenBatches, read_meta
 from nanogpt.model import GPT, GPTConfig
 from sparse_core.train import (
-    CheckpointError, CheckpointManager, RNGState, RunGuard, all_reduce_mean, barrier, build_logger, cleanup,
-    config_to_dict, init_distributed, load_config, no_sync_unless, optimizer_step, parse_cli, plot_metrics, plot_prefix,
+    CheckpointError, CheckpointManager, RNGState, RunGuard, all_reduce_mean, barrier, build_logger,
+    config_to_dict, distributed_session, load_config, no_sync_unless, optimizer_step, parse_cli, plot_metrics, plot_prefix,
     progress_bar, restore, run_main, set_lr, warmup_cosine_lr,
 )
 
@@ -121,11 +121,8 @@ def _plot(run_dir: Path, sparse: bool) -> None:
 
 def train(cfg: TrainConfig) -> dict[str, float]:
     """Run (or continue) the training `cfg` describes; returns the last logged metrics."""
-    env = init_distributed(cfg.device)
-    try:
+    with distributed_session(cfg.device) as env:
         return _train(cfg, env)
-    finally:
-        cleanup()
 
 
 def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:

@@ -5,7 +5,7 @@ non-finite steps)."""
 from sparse_core.train.checkpoint import CheckpointError, CheckpointManager, RNGState, load_checkpoint, restore
 from sparse_core.train.config import ConfigError, config_to_dict, load_config, parse_cli
 from sparse_core.train.distributed import (
-    DistEnv, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed, no_sync_unless,
+    DistEnv, all_reduce_mean, barrier, broadcast_object, cleanup, distributed_session, init_distributed, no_sync_unless,
 )
 from sparse_core.train.metrics import (
     FanoutLogger,
@@ -37,6 +37,7 @@ __all__ = [
     "ConfigError", "config_to_dict", "load_config", "parse_cli",
     "DistEnv", "all_reduce_mean", "barrier", "broadcast_object", "cleanup", "init_distributed",
     "no_sync_unless",
+    "distributed_session",
     "FanoutLogger", "JsonlLogger", "MetricLogger", "NullLogger", "WandbLogger", "build_logger", "progress_bar",
     "read_jsonl",
     "plot_metrics", "plot_prefix",

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "all_reduce_mean", "broadcast_object", "no_sync_unless"]
+__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "all_reduce_mean", "broadcast_object", "no_sync_unless",
+           "distributed_session"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,16 @@ def cleanup() -> None:
     """Destroy the process group if one exists."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def distributed_session(device: str = "auto") -> Iterator[DistEnv]:
+    """`init_distributed`, then `cleanup` however the block ends (pre-emption, errors included)."""
+    env = init_distributed(device)
+    try:
+        yield env
+    finally:
+        cleanup()
 
 
 def barrier() -> None:

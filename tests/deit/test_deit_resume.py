@@ -5,35 +5,19 @@ The run exercises every source of randomness: RandAugment/erasing (per-sample se
 and loader workers in the resumed run only (the order and augmentation must not depend on them).
 """
 
-from typing import Any
 
 import numpy as np
-import torch
 
 from deit.config import DeiTConfig
 from deit.train import CONFIG_DIR, train
 from sparse_core.train.checkpoint import load_checkpoint
 from sparse_core.train.config import load_config
+from state_compare import assert_same
 
 COMMON = ["batch_size=16", "grad_accum=2", "data.source=npz", "data.img_size=16", "model.embed_dim=32",
           "model.depth=2", "model.num_heads=2", "model.drop_path=0.1", "aug.mixup=0.8", "aug.cutmix=1.0",
           "aug.re_prob=0.5", "sparse.mask_refresh_interval=2", "ema=true", "ema_decay=0.9", "optim.clip_grad=1.0",
           "optim.epochs=3", "optim.warmup_epochs=1", "eval_interval=100", "log_interval=1", "ckpt_interval=100"]
-
-
-def _assert_same(a: Any, b: Any, where: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), f"{where}: keys {sorted(set(a) ^ set(b))}"
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def _run(tmp_path, name: str, extra: list[str]) -> dict:
@@ -55,6 +39,6 @@ def test_resume_is_exact(tmp_path):
     _, b = load_checkpoint(tmp_path / "split" / "ckpt" / "ckpt_00000006.pt")
     a["config"]["data"]["num_workers"] = b["config"]["data"]["num_workers"]
     a["config"]["run_name"] = b["config"]["run_name"]
-    _assert_same(a, b, "checkpoint")
+    assert_same(a, b, "checkpoint")
     assert a["data"] == {"epoch": 1, "batch": 1, "batch_size": 16}
     assert straight["val/top1"] == resumed["val/top1"]

@@ -10,26 +10,11 @@ import torch
 
 from nanogpt.train import train
 from sparse_core.train import load_checkpoint, read_jsonl
+from state_compare import assert_same
 
 RESUME = ("method=2by4", "train.max_steps=8", "train.grad_accum=2", "train.eval_interval=4",
           "train.ckpt_interval=100", "model.dropout=0.1", "sparse.mask_refresh_interval=2",
           "sparse.warmup_steps=4", "log.plots=false")
-
-
-def _assert_same(a, b, where: str = "") -> None:
-    """Recursive torch.equal over nested dicts/lists of tensors and plain values."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
 
 
 def test_resume_is_exact(stdlib_char, tmp_path, micro_config) -> None:
@@ -45,7 +30,7 @@ def test_resume_is_exact(stdlib_char, tmp_path, micro_config) -> None:
     _, a = load_checkpoint(tmp_path / "straight" / run / "ckpt" / "ckpt_00000008.pt")
     _, b = load_checkpoint(tmp_path / "split" / run / "ckpt" / "ckpt_00000008.pt")
     for key in ("model", "optimizer", "controller", "data", "rng"):
-        _assert_same(a[key], b[key], key)
+        assert_same(a[key], b[key], key)
     assert a["controller"]["dense"] is True and a["data"]["position"] == 8
     losses = [{r["step"]: r["train/loss"] for r in read_jsonl(tmp_path / d / run / "metrics.jsonl") if "train/loss" in r}
               for d in ("straight", "split")]

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reliability_util import SEED, assert_same, check_after_crash, fault_rng, final_state, run_recipe
+from reliability_util import SEED, check_after_crash, fault_rng, final_state, run_recipe
+from state_compare import assert_same
 
 PHASES = ("kill_forward", "kill_backward", "kill_optimizer", "kill_checkpoint", "kill_manifest")
 
