@@ -9,9 +9,12 @@ under TRITON_INTERPRET=1); without triton, use the torch twins.
     compress_24(dense, mask=None, *, transpose=False, return_mask=False) -> packed [, mask]
         packed operand of A = dense (or dense.T when transpose), 2:4 along A's rows; mask=None applies
         the magnitude rule (== masks.mask_24(A, dim=1)) in the same pass; mask is in dense's orientation.
+    transposable_mask(w) -> mask
+        exact transposable mask (== masks.transposable_mask_24 when the fp32 block sums are exact) of a
+        float32/bfloat16/float16 w, dims multiples of 64; the mask refresh of SparseLinear on CUDA.
     transposable_compress(w) -> (packed_w, packed_wt, mask)
         exact transposable mask (== masks.transposable_mask_24) and both compressed operands, one launch.
-    mvue_compress_t(dy, seed) -> packed
+    mvue_compress_t(dy, seed) -> packed          seed: int, or a one-element int64 tensor on dy's device (graph-safe)
         MVUE 2:4 of dY^T along tokens (dy: tokens x out), compressed as an (out x tokens) operand.
     mvue_24_t(dy, seed) -> dense (out x tokens): the same estimate, uncompressed (for checks).
     masked_decay_(grad, weight, mask, lam) -> grad      grad += lam * (1 - mask) * weight, in place.
@@ -29,7 +32,12 @@ from sparse_core.kernels.cslt_layout import (
     torch_unpack_24,
 )
 from sparse_core.kernels.compress import compress_24, torch_compress_24
-from sparse_core.kernels.transposable import transposable_compress, torch_transposable_compress
+from sparse_core.kernels.transposable import (
+    torch_transposable_compress,
+    torch_transposable_mask,
+    transposable_compress,
+    transposable_mask,
+)
 from sparse_core.kernels.mvue import mvue_24_t, mvue_compress_t, torch_mvue_compress_t
 from sparse_core.kernels.masked_decay import masked_decay_, torch_masked_decay_
 from sparse_core.kernels.gated import (
@@ -50,6 +58,8 @@ __all__ = [
     "torch_unpack_24",
     "compress_24",
     "torch_compress_24",
+    "transposable_mask",
+    "torch_transposable_mask",
     "transposable_compress",
     "torch_transposable_compress",
     "mvue_compress_t",

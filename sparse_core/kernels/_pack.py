@@ -10,18 +10,33 @@ is shifts and ors of whole tensors, with no data exchange between threads:
     half h and member e, the X rows (8g + 4h + q) * 4 + e over the tile's 64 contiguous X columns (128
     bytes); the rows a / a + 8 of A are combined by a 2-wide sum, and the values are transposed to A's
     row-major order in registers (one layout conversion) before 16-byte stores.
+  - `mvue_cols_tile` (MVUE 2:4 of X^T): like pack_cols_tile, but read as the four parts (s, h) of the
+    rows path (X columns 16t + 8s + a, still 16-byte loads), so that the four groups of a metadata word
+    share one Philox call and the word needs no exchange between threads.
 All in-tile offsets are int32; only each program's base pointers use int64.
 """
 
 from __future__ import annotations
 
-from sparse_core.kernels._triton import has_triton
+from sparse_core.kernels._triton import has_triton, interpreting
 
 RULE_MASK, RULE_MAGNITUDE, RULE_MVUE = 0, 1, 2
 
 if has_triton():
     import triton
     import triton.language as tl
+
+    _INTERPRET = tl.constexpr(interpreting())  # the CPU interpreter runs no PTX
+
+    @triton.jit
+    def rcp(x):
+        """1 / x for float32 x >= 0: one MUFU.RCP on the GPU (~1 ulp; subnormal x -> inf, x > 2**126 -> 0),
+        an exact division under the interpreter."""
+        if _INTERPRET:
+            return 1.0 / x
+        else:
+            return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                             is_pure=True, pack=1)
 
     @triton.jit
     def split4(x):
@@ -97,21 +112,19 @@ if has_triton():
         return first_of(nib & 3, v0, v1, v2), second_of(nib >> 2, v1, v2, v3), nib
 
     @triton.jit
-    def draw4(w0, w1, w2, w3, u):
-        """Index drawn by inverse CDF from weights w (not all zero) with a uniform u in [0, 1)."""
-        c1 = w0 + w1
-        c2 = c1 + w2
-        c3 = c2 + w3
-        t = u * c3
-        idx = (w0 <= t).to(tl.int32) + (c1 <= t).to(tl.int32) + (c2 <= t).to(tl.int32) + (c3 <= t).to(tl.int32)
-        last = tl.where(w3 > 0, 3, tl.where(w2 > 0, 2, tl.where(w1 > 0, 1, 0)))
-        return tl.minimum(idx, last)
+    def copysign(mag, sgn):
+        """|mag| with the sign bit of sgn (float32; mag non-negative)."""
+        bits = mag.to(tl.uint32, bitcast=True) | (sgn.to(tl.uint32, bitcast=True) & 0x80000000)
+        return bits.to(tl.float32, bitcast=True)
 
     @triton.jit
-    def mvue_group(x0, x1, x2, x3, u1, u2, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
-        """MVUE 2:4 of groups x (int16 patterns): two distinct draws without replacement, prop. to |x|, each
-        kept value divided by its inclusion probability; all-zero groups zero, non-finite groups NaN.
-        Returns (lo, hi, nibble) as pack_group, and the four float32 outputs (for the dense copy)."""
+    def mvue_pair(x0, x1, x2, x3, rnd, IS_BF16: tl.constexpr):
+        """MVUE 2:4 of groups x (int16 patterns) from one random uint32 `rnd` per group: the kept pair is
+        drawn with P({i, j}) = p_i a_j / (S - a_i) + p_j a_i / (S - a_j) (p = a / S, a = |x|), the law of
+        two draws without replacement prop. to a, by inverse CDF over the six pairs; each kept value is
+        x_i / pi_i = sign(x_i) S / (1 + sum_{k != i} q_k), q_k = a_k / (S - a_k). Groups with < 2
+        non-zeros keep them as they are, non-finite groups give NaN. Returns float32 (lo, hi), the
+        nibble (int32) and the non-finite flag."""
         f0 = to_float(x0, IS_BF16)
         f1 = to_float(x1, IS_BF16)
         f2 = to_float(x2, IS_BF16)
@@ -120,56 +133,51 @@ if has_triton():
         a1 = tl.abs(f1)
         a2 = tl.abs(f2)
         a3 = tl.abs(f3)
-        total = a0 + a1 + a2 + a3
-        pos = total > 0
-        first = draw4(tl.where(pos, a0, 1.0), tl.where(pos, a1, 1.0), tl.where(pos, a2, 1.0),
-                      tl.where(pos, a3, 1.0), u1)
-        r0 = tl.where(first == 0, 0.0, a0)
-        r1 = tl.where(first == 1, 0.0, a1)
-        r2 = tl.where(first == 2, 0.0, a2)
-        r3 = tl.where(first == 3, 0.0, a3)
-        rpos = (r0 + r1 + r2 + r3) > 0
-        second = draw4(tl.where(rpos, r0, (first != 0).to(tl.float32)),
-                       tl.where(rpos, r1, (first != 1).to(tl.float32)),
-                       tl.where(rpos, r2, (first != 2).to(tl.float32)),
-                       tl.where(rpos, r3, (first != 3).to(tl.float32)), u2)
-        inv = 1.0 / tl.where(pos, total, 1.0)
-        p0 = a0 * inv
-        p1 = a1 * inv
-        p2 = a2 * inv
-        p3 = a3 * inv
-        # P(i is drawn second) = sum_{j != i} p_j * a_i / (S - a_j) = a_i * (ss - s_i), s_j = p_j / (S - a_j)
-        s0 = tl.where(total - a0 > 0, p0 / tl.where(total - a0 > 0, total - a0, 1.0), 0.0)
-        s1 = tl.where(total - a1 > 0, p1 / tl.where(total - a1 > 0, total - a1, 1.0), 0.0)
-        s2 = tl.where(total - a2 > 0, p2 / tl.where(total - a2 > 0, total - a2, 1.0), 0.0)
-        s3 = tl.where(total - a3 > 0, p3 / tl.where(total - a3 > 0, total - a3, 1.0), 0.0)
-        ss = s0 + s1 + s2 + s3
-        pi0 = tl.where(a0 > 0, p0 + (ss - s0) * a0, 0.0)
-        pi1 = tl.where(a1 > 0, p1 + (ss - s1) * a1, 0.0)
-        pi2 = tl.where(a2 > 0, p2 + (ss - s2) * a2, 0.0)
-        pi3 = tl.where(a3 > 0, p3 + (ss - s3) * a3, 0.0)
-        nan = total * 0.0  # NaN exactly when the group is not finite
-        bad = nan != 0.0
-        k0 = (((first == 0) | (second == 0)) & (a0 > 0)) | bad
-        k1 = (((first == 1) | (second == 1)) & (a1 > 0)) | bad
-        k2 = (((first == 2) | (second == 2)) & (a2 > 0)) | bad
-        k3 = (((first == 3) | (second == 3)) & (a3 > 0)) | bad
-        nib = nibble_of(k0, k1, k2, TABLE)
-        i0 = nib & 3
-        i1 = nib >> 2
-        klo = first_of(i0, k0, k1, k2)
-        khi = second_of(i1, k1, k2, k3)
-        plo = first_of(i0, pi0, pi1, pi2)
-        phi = second_of(i1, pi1, pi2, pi3)
-        lo = tl.where(klo, first_of(i0, f0, f1, f2) / tl.where(plo > 0, plo, 1.0), 0.0)
-        hi = tl.where(khi, second_of(i1, f1, f2, f3) / tl.where(phi > 0, phi, 1.0), 0.0)
-        lo = to_bits(tl.where(bad, nan, lo), IS_BF16)
-        hi = to_bits(tl.where(bad, nan, hi), IS_BF16)
-        o0 = tl.where(bad, nan, tl.where(k0, f0 / tl.where(pi0 > 0, pi0, 1.0), 0.0))
-        o1 = tl.where(bad, nan, tl.where(k1, f1 / tl.where(pi1 > 0, pi1, 1.0), 0.0))
-        o2 = tl.where(bad, nan, tl.where(k2, f2 / tl.where(pi2 > 0, pi2, 1.0), 0.0))
-        o3 = tl.where(bad, nan, tl.where(k3, f3 / tl.where(pi3 > 0, pi3, 1.0), 0.0))
-        return lo, hi, nib, o0, o1, o2, o3
+        s01 = a0 + a1
+        s23 = a2 + a3
+        total = s01 + s23
+        # S - a_k summed from the other three (no cancellation when a_k dominates); 0 -> inf/NaN, caught by ok
+        q0 = a0 * rcp(a1 + s23)
+        q1 = a1 * rcp(a0 + s23)
+        q2 = a2 * rcp(a3 + s01)
+        q3 = a3 * rcp(a2 + s01)
+        # cumulative S * P(pair) over the pairs (0,1) (0,2) (1,2) (1,3) (0,3) (2,3): one index changes per step
+        c1 = a0 * q1 + a1 * q0
+        c2 = c1 + a0 * q2 + a2 * q0
+        c3 = c2 + a1 * q2 + a2 * q1
+        c4 = c3 + a1 * q3 + a3 * q1
+        c5 = c4 + a0 * q3 + a3 * q0
+        c6 = c5 + a2 * q3 + a3 * q2
+        # u = top 23 bits of rnd in [0, 1 - 2**-23] (1 + u is exact): t < c6, so t never lands past the
+        # last pair of positive weight, and a pair of weight 0 (a zero entry) is never drawn
+        v = ((rnd >> 9) | 0x3F800000).to(tl.float32, bitcast=True)
+        t = v * c6 - c6
+        p1 = c1 <= t
+        p2 = c2 <= t
+        p3 = c3 <= t
+        p4 = c4 <= t
+        p5 = c5 <= t
+        nib = tl.where(p5, 14, tl.where(p4, 12, tl.where(p3, 13, tl.where(p2, 9, tl.where(p1, 8, 4)))))
+        e01 = (q0 + q1) + 1.0
+        e23 = (q2 + q3) + 1.0
+        e0 = q1 + e23  # 1 + sum_{k != 0} q_k
+        e1 = q0 + e23
+        e2 = q3 + e01
+        e3 = q2 + e01
+        flo = tl.where(p5, f2, tl.where(p4, f0, tl.where(p2, f1, f0)))
+        elo = tl.where(p5, e2, tl.where(p4, e0, tl.where(p2, e1, e0)))
+        fhi = tl.where(p3, f3, tl.where(p1, f2, f1))
+        ehi = tl.where(p3, e3, tl.where(p1, e2, e1))
+        lo = copysign(total * rcp(elo), flo)
+        hi = copysign(total * rcp(ehi), fhi)
+        bad = ~(total <= 3.4028234663852886e38)  # inf, NaN, or a sum past float32's range
+        ok = (c6 > 0) & (c6 <= 3.4028234663852886e38) & ~bad  # >= 2 non-zeros and finite weights
+        nan = total - total  # NaN where bad
+        # < 2 non-zeros: the one non-zero x_k (k <= 2 at position k, k = 3 as hi) and cuSPARSELt's fillers
+        lo = tl.where(ok, lo, tl.where(bad, nan, f0 + f1 + f2))
+        hi = tl.where(ok, hi, tl.where(bad, nan, f3))
+        nib = tl.where(ok, nib, tl.where(bad, 4, tl.where(a0 > 0, 12, tl.where(a1 > 0, 13, 14))))
+        return lo, hi, nib, bad
 
     # ---- A = X: 2:4 along X's rows -------------------------------------------------------------------
 
@@ -247,35 +255,23 @@ if has_triton():
         return xr[:, None] * stride + tl.arange(0, 64)[None, :]
 
     @triton.jit
-    def _pack_cols_half(x0, x1, x2, x3, m0, m1, m2, m3, u1, u2, vbase, hc, mobase, smo, dbase, cols,
-                        h: tl.constexpr, RULE: tl.constexpr, MASK_OUT: tl.constexpr,
-                        DENSE_OUT: tl.constexpr, GH: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
-        """Values (and flags / dense copy) of half h stored; returns nibbles combined over rows a, a + 8
-        as (GH, 4 rt, 8 a) int32 (row a + 8 in bits 4..7)."""
-        if RULE == 2:
-            lo, hi, nib, o0, o1, o2, o3 = mvue_group(x0, x1, x2, x3, u1, u2, TABLE, IS_BF16)
-            if DENSE_OUT:  # A row-major (rows x cols), only for checks: plain stores
-                g4 = tl.arange(0, GH)
-                dc = ((g4 // 4) * 8 + h * 4 + g4 % 4) * 4
-                doff = tl.arange(0, 64)[None, :] * cols + dc[:, None]
-                tl.store(dbase + doff, to_bits(o0, IS_BF16))
-                tl.store(dbase + doff + 1, to_bits(o1, IS_BF16))
-                tl.store(dbase + doff + 2, to_bits(o2, IS_BF16))
-                tl.store(dbase + doff + 3, to_bits(o3, IS_BF16))
+    def _pack_cols_half(x0, x1, x2, x3, m0, m1, m2, m3, vbase, hc, mobase, smo, h: tl.constexpr,
+                        RULE: tl.constexpr, MASK_OUT: tl.constexpr, GH: tl.constexpr, TABLE: tl.constexpr):
+        """Values (and flags) of half h stored; returns nibbles combined over rows a, a + 8 as
+        (GH, 4 rt, 8 a) int32 (row a + 8 in bits 4..7)."""
+        if RULE == 0:
+            k0 = m0 != 0
+            k1 = m1 != 0
+            k2 = m2 != 0
+            k3 = m3 != 0
         else:
-            if RULE == 0:
-                k0 = m0 != 0
-                k1 = m1 != 0
-                k2 = m2 != 0
-                k3 = m3 != 0
-            else:
-                k0, k1, k2, k3 = top2_of_4(x0, x1, x2, x3)
-            lo, hi, nib = pack_group(x0, x1, x2, x3, k0, k1, k2, k3, TABLE)
-            if MASK_OUT:
-                tl.store(mobase + _cols_offsets(smo, h, 0, GH), k0.to(tl.int8))
-                tl.store(mobase + _cols_offsets(smo, h, 1, GH), k1.to(tl.int8))
-                tl.store(mobase + _cols_offsets(smo, h, 2, GH), k2.to(tl.int8))
-                tl.store(mobase + _cols_offsets(smo, h, 3, GH), k3.to(tl.int8))
+            k0, k1, k2, k3 = top2_of_4(x0, x1, x2, x3)
+        lo, hi, nib = pack_group(x0, x1, x2, x3, k0, k1, k2, k3, TABLE)
+        if MASK_OUT:
+            tl.store(mobase + _cols_offsets(smo, h, 0, GH), k0.to(tl.int8))
+            tl.store(mobase + _cols_offsets(smo, h, 1, GH), k1.to(tl.int8))
+            tl.store(mobase + _cols_offsets(smo, h, 2, GH), k2.to(tl.int8))
+            tl.store(mobase + _cols_offsets(smo, h, 3, GH), k3.to(tl.int8))
         GT: tl.constexpr = GH // 4
         vals = tl.reshape(tl.permute(tl.join(lo, hi), (1, 0, 2)), (64, GT, 8))  # A rows x (g, 4q + v)
         voff = (tl.arange(0, 64) * hc)[:, None, None] + (tl.arange(0, GT) * 16 + h * 8)[None, :, None] \
@@ -285,61 +281,124 @@ if has_triton():
         return tl.sum(tl.reshape(nib, (GH, 4, 2, 8)) << shift, axis=2)
 
     @triton.jit
+    def _mvue_offsets(stride, s: tl.constexpr, h: tl.constexpr, e: tl.constexpr, GH: tl.constexpr):
+        """(GH, 32) in-tile offsets of X rows 4 (8g + 4h + q) + e (g4 = 4g + q), X columns 16 rt + 8s + a
+        (i = 8 rt + a): the member e of the groups whose nibble goes to bits 4 (s + 2h) of word (g4, i)."""
+        g4 = tl.arange(0, GH)
+        i = tl.arange(0, 32)
+        xr = ((g4 // 4) * 8 + h * 4 + g4 % 4) * 4 + e
+        return xr[:, None] * stride + ((i // 8) * 16 + s * 8 + i % 8)[None, :]
+
+    @triton.jit
+    def _mvue_part(x0, x1, x2, x3, rnd, vbase, hc, dbase, cols, s: tl.constexpr, h: tl.constexpr,
+                   DENSE_OUT: tl.constexpr, GH: tl.constexpr, IS_BF16: tl.constexpr):
+        """MVUE of the (GH, 32) groups of part (s, h): values (and the dense copy) stored, nibbles returned."""
+        lo, hi, nib, bad = mvue_pair(x0, x1, x2, x3, rnd, IS_BF16)
+        GT: tl.constexpr = GH // 4
+        i = tl.arange(0, 32)
+        ar = (i // 8) * 16 + s * 8 + i % 8  # A rows of the part
+        vals = tl.reshape(tl.permute(tl.join(to_bits(lo, IS_BF16), to_bits(hi, IS_BF16)), (1, 0, 2)), (32, GT, 8))
+        voff = (ar * hc)[:, None, None] + (tl.arange(0, GT) * 16 + h * 8)[None, :, None] \
+            + tl.arange(0, 8)[None, None, :]
+        tl.store(vbase + voff, vals)
+        if DENSE_OUT:  # A row-major (rows x cols), only for checks: the packed entries, plain stores
+            g4 = tl.arange(0, GH)
+            doff = ar[None, :] * cols + (((g4 // 4) * 8 + h * 4 + g4 % 4) * 4)[:, None]
+            i0 = nib & 3
+            i1 = nib >> 2
+            for k in tl.static_range(4):
+                o = tl.where(bad, lo, tl.where(i0 == k, lo, tl.where(i1 == k, hi, 0.0)))
+                tl.store(dbase + doff + k, to_bits(o, IS_BF16))
+        return nib
+
+    @triton.jit
+    def mvue_cols_tile(x_ptr, sx, d_ptr, out_ptr, rows, cols, row0, col0, seed_ptr,
+                       DENSE_OUT: tl.constexpr, BC: tl.constexpr, IS_BF16: tl.constexpr):
+        """MVUE (`mvue_pair`) of rows row0..+63, columns col0..+BC-1 of A = X^T, packed like pack_cols_tile.
+        The tile is read as four parts (s, h) = the four nibbles of a metadata word, so one Philox call
+        (counter = the word's index, key = the int64 at seed_ptr) gives the uniforms of all four groups."""
+        GH: tl.constexpr = BC // 8
+        xb = x_ptr + col0.to(tl.int64) * sx + row0
+        x000 = tl.load(xb + _mvue_offsets(sx, 0, 0, 0, GH))
+        x001 = tl.load(xb + _mvue_offsets(sx, 0, 0, 1, GH))
+        x002 = tl.load(xb + _mvue_offsets(sx, 0, 0, 2, GH))
+        x003 = tl.load(xb + _mvue_offsets(sx, 0, 0, 3, GH))
+        x100 = tl.load(xb + _mvue_offsets(sx, 1, 0, 0, GH))
+        x101 = tl.load(xb + _mvue_offsets(sx, 1, 0, 1, GH))
+        x102 = tl.load(xb + _mvue_offsets(sx, 1, 0, 2, GH))
+        x103 = tl.load(xb + _mvue_offsets(sx, 1, 0, 3, GH))
+        x010 = tl.load(xb + _mvue_offsets(sx, 0, 1, 0, GH))
+        x011 = tl.load(xb + _mvue_offsets(sx, 0, 1, 1, GH))
+        x012 = tl.load(xb + _mvue_offsets(sx, 0, 1, 2, GH))
+        x013 = tl.load(xb + _mvue_offsets(sx, 0, 1, 3, GH))
+        x110 = tl.load(xb + _mvue_offsets(sx, 1, 1, 0, GH))
+        x111 = tl.load(xb + _mvue_offsets(sx, 1, 1, 1, GH))
+        x112 = tl.load(xb + _mvue_offsets(sx, 1, 1, 2, GH))
+        x113 = tl.load(xb + _mvue_offsets(sx, 1, 1, 3, GH))
+        # word (4 g + q, i = 8 rt + a) -> metadata tile (row block, col0 / 32 + g), offset 32 rt + 4 a + q
+        tile = ((row0 // 64) * (cols // 32) + col0 // 32) * 128  # < rows * cols / 16 < 2**31
+        g4 = tl.arange(0, GH)
+        woff = ((g4 // 4) * 128 + g4 % 4)[:, None] + (tl.arange(0, 32) * 4)[None, :]
+        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), tile + woff)
+        hc = cols // 2
+        vb = out_ptr + row0.to(tl.int64) * hc + col0 // 2
+        db = d_ptr + row0.to(tl.int64) * cols + col0
+        word = _mvue_part(x000, x001, x002, x003, r0, vb, hc, db, cols, 0, 0, DENSE_OUT, GH, IS_BF16)
+        word |= _mvue_part(x100, x101, x102, x103, r1, vb, hc, db, cols, 1, 0, DENSE_OUT, GH, IS_BF16) << 4
+        word |= _mvue_part(x010, x011, x012, x013, r2, vb, hc, db, cols, 0, 1, DENSE_OUT, GH, IS_BF16) << 8
+        word |= _mvue_part(x110, x111, x112, x113, r3, vb, hc, db, cols, 1, 1, DENSE_OUT, GH, IS_BF16) << 12
+        meta = out_ptr + rows.to(tl.int64) * hc + tile
+        tl.store(meta + woff, word.to(tl.int16))
+
+    @triton.jit
     def pack_cols_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, rows, cols, row0, col0, seed,
                        RULE: tl.constexpr, MASK_OUT: tl.constexpr, DENSE_OUT: tl.constexpr,
                        BC: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
         """Pack rows row0..+63, columns col0..+BC-1 of A = X^T (int16 X[c, r] at x_ptr + c*sx + r); rules
-        as pack_rows_tile plus 2 = MVUE with Philox `seed`; masks in X's orientation; DENSE_OUT writes
-        the MVUE estimate as a row-major A at d_ptr."""
-        GH: tl.constexpr = BC // 8
-        GT: tl.constexpr = BC // 32
-        c64 = col0.to(tl.int64)
-        xb = x_ptr + c64 * sx + row0
-        x00 = tl.load(xb + _cols_offsets(sx, 0, 0, GH))
-        x01 = tl.load(xb + _cols_offsets(sx, 0, 1, GH))
-        x02 = tl.load(xb + _cols_offsets(sx, 0, 2, GH))
-        x03 = tl.load(xb + _cols_offsets(sx, 0, 3, GH))
-        x10 = tl.load(xb + _cols_offsets(sx, 1, 0, GH))
-        x11 = tl.load(xb + _cols_offsets(sx, 1, 1, GH))
-        x12 = tl.load(xb + _cols_offsets(sx, 1, 2, GH))
-        x13 = tl.load(xb + _cols_offsets(sx, 1, 3, GH))
-        m00 = x00
-        m01 = x01
-        m02 = x02
-        m03 = x03
-        m10 = x10
-        m11 = x11
-        m12 = x12
-        m13 = x13
-        if RULE == 0:
-            mb = m_ptr + c64 * sm + row0
-            m00 = tl.load(mb + _cols_offsets(sm, 0, 0, GH))
-            m01 = tl.load(mb + _cols_offsets(sm, 0, 1, GH))
-            m02 = tl.load(mb + _cols_offsets(sm, 0, 2, GH))
-            m03 = tl.load(mb + _cols_offsets(sm, 0, 3, GH))
-            m10 = tl.load(mb + _cols_offsets(sm, 1, 0, GH))
-            m11 = tl.load(mb + _cols_offsets(sm, 1, 1, GH))
-            m12 = tl.load(mb + _cols_offsets(sm, 1, 2, GH))
-            m13 = tl.load(mb + _cols_offsets(sm, 1, 3, GH))
-        u0 = tl.zeros((GH, 64), tl.float32)
-        u1 = u0
-        u2 = u0
-        u3 = u0
-        if RULE == 2:  # one Philox call per pair of groups (q, q + 4) of a row: offsets < rows * cols / 8
+        as pack_rows_tile plus 2 = MVUE (`mvue_cols_tile`, seed = pointer to an int64; DENSE_OUT writes
+        the estimate as a row-major A at d_ptr); masks in X's orientation."""
+        if RULE == 2:
+            mvue_cols_tile(x_ptr, sx, d_ptr, out_ptr, rows, cols, row0, col0, seed, DENSE_OUT, BC, IS_BF16)
+        else:
+            GH: tl.constexpr = BC // 8
+            c64 = col0.to(tl.int64)
+            xb = x_ptr + c64 * sx + row0
+            x00 = tl.load(xb + _cols_offsets(sx, 0, 0, GH))
+            x01 = tl.load(xb + _cols_offsets(sx, 0, 1, GH))
+            x02 = tl.load(xb + _cols_offsets(sx, 0, 2, GH))
+            x03 = tl.load(xb + _cols_offsets(sx, 0, 3, GH))
+            x10 = tl.load(xb + _cols_offsets(sx, 1, 0, GH))
+            x11 = tl.load(xb + _cols_offsets(sx, 1, 1, GH))
+            x12 = tl.load(xb + _cols_offsets(sx, 1, 2, GH))
+            x13 = tl.load(xb + _cols_offsets(sx, 1, 3, GH))
+            m00 = x00
+            m01 = x01
+            m02 = x02
+            m03 = x03
+            m10 = x10
+            m11 = x11
+            m12 = x12
+            m13 = x13
+            if RULE == 0:
+                mb = m_ptr + c64 * sm + row0
+                m00 = tl.load(mb + _cols_offsets(sm, 0, 0, GH))
+                m01 = tl.load(mb + _cols_offsets(sm, 0, 1, GH))
+                m02 = tl.load(mb + _cols_offsets(sm, 0, 2, GH))
+                m03 = tl.load(mb + _cols_offsets(sm, 0, 3, GH))
+                m10 = tl.load(mb + _cols_offsets(sm, 1, 0, GH))
+                m11 = tl.load(mb + _cols_offsets(sm, 1, 1, GH))
+                m12 = tl.load(mb + _cols_offsets(sm, 1, 2, GH))
+                m13 = tl.load(mb + _cols_offsets(sm, 1, 3, GH))
+            hc = cols // 2
+            vb = out_ptr + row0.to(tl.int64) * hc + col0 // 2
+            mob = mo_ptr + c64 * smo + row0
+            word = _pack_cols_half(x00, x01, x02, x03, m00, m01, m02, m03, vb, hc, mob, smo, 0,
+                                   RULE, MASK_OUT, GH, TABLE)
+            word |= _pack_cols_half(x10, x11, x12, x13, m10, m11, m12, m13, vb, hc, mob, smo, 1,
+                                    RULE, MASK_OUT, GH, TABLE) << 8
+            # word (4 g + q, rt, a) -> metadata tile (row block, col0 / 32 + g), offset 32 rt + 4 a + q
+            meta = out_ptr + rows.to(tl.int64) * hc + ((row0 // 64).to(tl.int64) * (cols // 32) + col0 // 32) * 128
             g4 = tl.arange(0, GH)
-            arow = (row0 + tl.arange(0, 64)) * (cols // 8)
-            u0, u1, u2, u3 = tl.rand4x(seed, arow[None, :] + (col0 // 8 + g4)[:, None])
-        hc = cols // 2
-        vb = out_ptr + row0.to(tl.int64) * hc + col0 // 2
-        mob = mo_ptr + c64 * smo + row0
-        db = d_ptr + row0.to(tl.int64) * cols + col0
-        word = _pack_cols_half(x00, x01, x02, x03, m00, m01, m02, m03, u0, u1, vb, hc, mob, smo, db, cols,
-                               0, RULE, MASK_OUT, DENSE_OUT, GH, TABLE, IS_BF16)
-        word |= _pack_cols_half(x10, x11, x12, x13, m10, m11, m12, m13, u2, u3, vb, hc, mob, smo, db, cols,
-                                1, RULE, MASK_OUT, DENSE_OUT, GH, TABLE, IS_BF16) << 8
-        # word (4 g + q, rt, a) -> metadata tile (row block, col0 / 32 + g), offset 32 rt + 4 a + q
-        meta = out_ptr + rows.to(tl.int64) * hc + ((row0 // 64).to(tl.int64) * (cols // 32) + col0 // 32) * 128
-        g4 = tl.arange(0, GH)
-        woff = ((g4 // 4) * 128 + g4 % 4)[:, None, None] + (tl.arange(0, 4) * 32)[None, :, None] \
-            + (tl.arange(0, 8) * 4)[None, None, :]
-        tl.store(meta + woff, word.to(tl.int16))
+            woff = ((g4 // 4) * 128 + g4 % 4)[:, None, None] + (tl.arange(0, 4) * 32)[None, :, None] \
+                + (tl.arange(0, 8) * 4)[None, None, :]
+            tl.store(meta + woff, word.to(tl.int16))

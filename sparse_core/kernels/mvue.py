@@ -2,8 +2,13 @@
 
 Same estimator as `sparse_core.mvue.mvue_24` (two distinct indices per group drawn without replacement
 with probability proportional to |x|, kept values divided by their inclusion probability, all-zero
-groups zero, non-finite groups NaN), with Philox uniforms from `seed` (reproducible for a given seed;
-not the same stream as torch's CPU generator, so unbiasedness, not bit equality, is what is checked).
+groups zero, non-finite groups NaN); the kernel draws the kept pair from its exact law with one 23-bit
+uniform per group (`_pack.mvue_pair`), from Philox keyed by `seed`. The seed is read from device memory
+at run time: pass a one-element int64 CUDA tensor (e.g. drawn with torch.randint from torch's CUDA
+generator) to get fresh draws on every replay of a captured CUDA graph; an int seed is put in such a
+tensor first (one fill launch), so int and tensor seeds of equal value give identical outputs. Not the
+same stream as torch's generator, so unbiasedness, not bit equality, is what is checked against
+`mvue_24`.
 """
 
 from __future__ import annotations
@@ -19,33 +24,43 @@ from sparse_core.mvue import mvue_24
 __all__ = ["mvue_compress_t", "mvue_24_t", "torch_mvue_compress_t"]
 
 
-def _check_seed(seed: int) -> int:
+def _seed_tensor(seed: int | torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """The seed as a one-element int64 tensor on dy's device (a tensor seed is used as it is)."""
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype != torch.int64:
+            raise ValueError(f"seed tensor must be int64, got {seed.dtype}")
+        if seed.numel() != 1:
+            raise ValueError(f"seed tensor must have one element, got shape {tuple(seed.shape)}")
+        if seed.device != dy.device:
+            raise ValueError(f"seed tensor is on {seed.device}, dy on {dy.device}")
+        return seed
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**62:
-        raise ValueError(f"seed must be an int in [0, 2**62), got {seed!r}")
-    return seed
+        raise ValueError(f"seed must be an int in [0, 2**62) or a one-element int64 tensor, got {seed!r}")
+    return torch.full((1,), seed, dtype=torch.int64, device=dy.device)
 
 
-def _launch(dy: torch.Tensor, seed: int, dense_out: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _launch(dy: torch.Tensor, seed: int | torch.Tensor, dense_out: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     rows, cols = _operand_view(dy, True, "dy")
-    _check_seed(seed)
-    if rows * cols >= 2**32:
-        raise ValueError(f"dy has {rows * cols} elements; the Philox offsets of this kernel allow < 2**32")
+    if rows * cols >= 2**35:
+        raise ValueError(f"dy has {rows * cols} elements; the Philox counters of this kernel allow < 2**35")
     require_launch(dy, "mvue_compress_t")
+    s = _seed_tensor(seed, dy)
     x = (dy if dy.stride(1) == 1 else dy.contiguous()).view(torch.int16)
     out = new_packed(rows, cols, dy.dtype, dy.device)
     dense = torch.empty(rows, cols, dtype=dy.dtype, device=dy.device) if dense_out else None
     d16 = dense.view(torch.int16) if dense_out else x  # x: an unused placeholder
-    launch_packer(True, rows, cols, x, x.stride(0), x, 0, x, 0, d16, out.view(torch.int16), rows, cols, seed,
+    launch_packer(True, rows, cols, x, x.stride(0), x, 0, x, 0, d16, out.view(torch.int16), rows, cols, s,
                   RULE=_pack.RULE_MVUE, MASK_OUT=False, DENSE_OUT=dense_out, IS_BF16=dy.dtype == torch.bfloat16)
     return out, dense
 
 
-def mvue_compress_t(dy: torch.Tensor, seed: int) -> torch.Tensor:
-    """Compressed operand of MVUE_24(dY^T) along tokens; dy is (tokens, out), the operand (out, tokens)."""
+def mvue_compress_t(dy: torch.Tensor, seed: int | torch.Tensor) -> torch.Tensor:
+    """Compressed operand of MVUE_24(dY^T) along tokens; dy is (tokens, out), the operand (out, tokens).
+    seed: an int in [0, 2**62) or a one-element int64 tensor on dy's device (read at run time)."""
     return _launch(dy, seed, False)[0]
 
 
-def mvue_24_t(dy: torch.Tensor, seed: int) -> torch.Tensor:
+def mvue_24_t(dy: torch.Tensor, seed: int | torch.Tensor) -> torch.Tensor:
     """The same estimate as `mvue_compress_t(dy, seed)` (same seed, same draws), as a dense (out, tokens)."""
     return _launch(dy, seed, True)[1]
 

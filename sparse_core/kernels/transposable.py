@@ -1,11 +1,13 @@
-"""Exact transposable 2:4 mask plus both compressed operands (W and W^T) and the bool mask, one launch.
+"""Exact transposable 2:4 masks on the GPU: the mask alone (`transposable_mask`) or the mask plus both
+compressed operands (W and W^T) in one launch (`transposable_compress`).
 
-Each program takes a 64x64 tile of W: its 256 aligned 4x4 blocks of |W| are scored against the 90
-patterns (two ones per row and column) as one tl.dot (256 x 16 @ 16 x 128, zero-padded; fp32
-accumulation), argmax with ties to the lowest pattern index (== masks.transposable_mask_24 whenever the
-fp32 block sums are exact, e.g. always for magnitudes within 2**16 of each other). The tile's mask is
-written, then (after a block barrier, reading W and the mask back from L1/L2) the tile is packed twice
-by the compress building blocks: rows of W, and rows of W^T.
+A program takes a tile of W: its aligned 4x4 blocks of |W| are scored against the 90 patterns (two ones
+per row and column) as one tl.dot (blocks x 16 @ 16 x 128, zero-padded; fp32 accumulation), argmax with
+ties to the lowest pattern index (== masks.transposable_mask_24 whenever the fp32 block sums are exact,
+e.g. always for 16-bit magnitudes within 2**16 of each other). `best_pattern_keep` is that scoring, shared
+by both kernels. In `transposable_compress` the 64x64 tile's mask is written, then (after a block barrier,
+reading W and the mask back from L1/L2) the tile is packed twice by the compress building blocks: rows of
+W, and rows of W^T.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from functools import lru_cache
 
 import torch
 
-from sparse_core.kernels._triton import has_triton
-from sparse_core.kernels._triton import require_launch
+from sparse_core._checks import check_no_nan
+from sparse_core.kernels._triton import has_triton, interpreting, require_launch
 from sparse_core.kernels.compress import _operand_view
 from sparse_core.kernels.cslt_layout import NIBBLE_TABLE32, new_packed, torch_pack_24
 from sparse_core.masks import transposable_mask_24, transposable_patterns
 
-__all__ = ["transposable_compress", "torch_transposable_compress"]
+__all__ = ["transposable_mask", "torch_transposable_mask", "transposable_compress", "torch_transposable_compress"]
+
+MASK_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # weights transposable_mask accepts
+_MASK_TILE_ROWS = (64, 32, 16)  # rows of W per program of the mask kernel (x 64 columns), tuned on CUDA
 
 if has_triton():
     import triton
@@ -29,30 +34,61 @@ if has_triton():
     from sparse_core.kernels._pack import pack_cols_tile, pack_rows_tile, to_float
 
     @triton.jit
+    def block_offsets(cols, BR: tl.constexpr):
+        """(BR/4 * 16, 16) offsets in a row-major W (`cols` wide) of the aligned 4x4 blocks of a BR x 64
+        tile, one block per row, its entries in row-major order (bit k of a pattern code = entry k)."""
+        b = tl.arange(0, BR * 4)  # BR/4 x 16 blocks of the tile
+        k = tl.arange(0, 16)  # 4 x 4 entries of a block
+        return ((b // 16) * 4 * cols + (b % 16) * 4)[:, None] + ((k // 4) * cols + k % 4)[None, :]
+
+    @triton.jit
+    def best_pattern_keep(a, p_ptr, pb_ptr, PRECISION: tl.constexpr):
+        """(NB, 16) float32 |4x4 blocks| -> (NB, 16) uint8 keep flags of each block's best pattern.
+
+        One tl.dot scores all blocks against the 90 patterns (p_ptr: 16 x 128, columns 90.. zero); argmax
+        ties go to the lowest index. NaN magnitudes count as 0 and the index is capped at 89, so blocks with
+        NaN/inf still get a valid pattern.
+        """
+        k = tl.arange(0, 16)
+        pats = tl.load(p_ptr + k[:, None] * 128 + tl.arange(0, 128)[None, :])
+        scores = tl.dot(tl.where(a == a, a, 0.0), pats, input_precision=PRECISION)  # (NB, 128), fp32 accumulation
+        best = tl.minimum(tl.argmax(scores, axis=1, tie_break_left=True), 89)
+        pb = tl.load(pb_ptr + best)
+        return ((pb[:, None] >> k[None, :]) & 1).to(tl.uint8)
+
+    @triton.jit
     def _transposable_kernel(x_ptr, p_ptr, pb_ptr, m_ptr, out_ptr, outt_ptr, rows, cols,
                              TABLE: tl.constexpr, IS_BF16: tl.constexpr):
         r0 = tl.program_id(0) * 64
         c0 = tl.program_id(1) * 64
-        b = tl.arange(0, 256)  # 16 x 16 blocks of the tile
-        k = tl.arange(0, 16)  # 4 x 4 entries of a block
-        off = ((b // 16) * 4 * cols + (b % 16) * 4)[:, None] + ((k // 4) * cols + k % 4)[None, :]
+        off = block_offsets(cols, 64)
         base = r0.to(tl.int64) * cols + c0
         a = tl.abs(to_float(tl.load(x_ptr + base + off), IS_BF16))  # exact in tf32: 16-bit inputs fit its mantissa
-        pats = tl.load(p_ptr + k[:, None] * 128 + tl.arange(0, 128)[None, :])
-        scores = tl.dot(a, pats, input_precision="tf32")  # (256, 128), fp32 accumulation
-        best = tl.argmax(scores, axis=1, tie_break_left=True)
-        pb = tl.load(pb_ptr + best)
-        keep = ((pb[:, None] >> k[None, :]) & 1).to(tl.uint8)
-        tl.store(m_ptr + base + off, keep)
+        tl.store(m_ptr + base + off, best_pattern_keep(a, p_ptr, pb_ptr, "tf32"))
         tl.debug_barrier()  # the tile's mask is read back by other threads of this program
         pack_rows_tile(x_ptr, cols, m_ptr, cols, m_ptr, cols, out_ptr, rows, cols, r0, c0,
                        0, False, 64, TABLE)
         pack_cols_tile(x_ptr, cols, m_ptr, cols, m_ptr, cols, x_ptr, outt_ptr, cols, rows, c0, r0, 0,
                        0, False, False, 64, TABLE, IS_BF16)
 
+    @triton.jit
+    def _mask_kernel(x_ptr, p_ptr, pb_ptr, m_ptr, nan_ptr, cols, BR: tl.constexpr, PRECISION: tl.constexpr):
+        off = block_offsets(cols, BR)
+        base = (tl.program_id(0) * BR).to(tl.int64) * cols + tl.program_id(1) * 64
+        a = tl.abs(tl.load(x_ptr + base + off).to(tl.float32))
+        tl.store(m_ptr + base + off, best_pattern_keep(a, p_ptr, pb_ptr, PRECISION))
+        if tl.max((a != a).to(tl.int32)) > 0:  # NaN: flagged, refused by the caller
+            tl.atomic_max(nan_ptr, 1)
+
+    _mask_tuned = triton.autotune(
+        configs=[triton.Config({"BR": br}, num_warps=w) for br in _MASK_TILE_ROWS for w in (4, 8)],
+        key=["cols", "PRECISION"],
+        do_bench=lambda call, quantiles: triton.testing.do_bench(call, warmup=5, rep=20, quantiles=quantiles),
+    )(_mask_kernel)
+
 
 @lru_cache(maxsize=None)
-def _pattern_operands(dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _pattern_operands(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(16, 128) 0/1 pattern matrix (columns 90.. zero) and the 16-bit code of each pattern."""
     pats = transposable_patterns().reshape(90, 16)
     mat = torch.zeros(16, 128, dtype=torch.float32)
@@ -72,11 +108,68 @@ def _check_weight(w: torch.Tensor) -> tuple[int, int]:
     return rows, cols
 
 
+def _mask_weight_error(w: object) -> Exception | None:
+    """The error transposable_mask raises for `w`, or None when it accepts w."""
+    if not isinstance(w, torch.Tensor):
+        return TypeError(f"w must be a torch.Tensor, got {type(w).__name__}")
+    if w.dtype not in MASK_DTYPES:
+        return TypeError(f"transposable_mask needs w of dtype float32, bfloat16 or float16, got {w.dtype}")
+    if w.dim() != 2 or w.shape[0] % 64 or w.shape[1] % 64 or w.numel() == 0:
+        return ValueError(f"transposable_mask needs a 2-D w with both dims positive multiples of 64, "
+                          f"got shape {tuple(w.shape)}")
+    if not w.is_contiguous():
+        return ValueError(f"transposable_mask needs a contiguous w, got strides {w.stride()} for shape {tuple(w.shape)}")
+    return None
+
+
+def accepts_mask_weight(w: torch.Tensor) -> bool:
+    """Whether transposable_mask takes `w` (dtype, shape, layout; not whether it can launch on w's device)."""
+    return _mask_weight_error(w) is None
+
+
+def transposable_mask(w: torch.Tensor, check_nan: bool = True) -> torch.Tensor:
+    """Exact transposable 2:4 bool mask of a 2-D float32/bfloat16/float16 `w` (dims multiples of 64).
+
+    Equals masks.transposable_mask_24(w) whenever the fp32 block sums are exact (always for 16-bit w
+    within 2**16 of range, for integer or dyadic w); for general fp32 w the two can differ only where two
+    patterns' sums differ by fp32 rounding (the summation orders differ). Always a valid transposable mask.
+    NaN weights are refused (ValueError), like the torch rule; check_nan=False skips that check and its host
+    sync (NaN magnitudes then count as 0, the mask stays valid). float32 scores use exact fp32 products
+    (tl.dot input_precision="ieee"; tf32 would round the magnitudes), 16-bit ones tf32 (exact for them).
+    """
+    error = _mask_weight_error(w)
+    if error is not None:
+        raise error
+    require_launch(w, "transposable_mask")
+    rows, cols = w.shape
+    pats, codes = _pattern_operands(str(w.device))
+    mask = torch.empty(rows, cols, dtype=torch.bool, device=w.device)
+    nan = torch.zeros(1, dtype=torch.int32, device=w.device)
+    precision = "ieee" if w.dtype == torch.float32 else "tf32"
+    args = (w, pats, codes, mask.view(torch.uint8), nan, cols)
+    if interpreting():
+        br = _MASK_TILE_ROWS[0]
+        _mask_kernel[(rows // br, cols // 64)](*args, BR=br, PRECISION=precision)
+    else:
+        _mask_tuned[lambda meta: (rows // meta["BR"], cols // 64)](*args, PRECISION=precision)
+    if check_nan and nan.item():
+        check_no_nan(w, "w")  # raises, naming how many entries are NaN
+    return mask
+
+
+def torch_transposable_mask(w: torch.Tensor) -> torch.Tensor:
+    """Plain-torch twin of `transposable_mask` (same input rules): masks.transposable_mask_24."""
+    error = _mask_weight_error(w)
+    if error is not None:
+        raise error
+    return transposable_mask_24(w)
+
+
 def transposable_compress(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(compressed w, compressed w.T, bool mask) under the exact transposable 2:4 mask of w (NaN-free)."""
     rows, cols = _check_weight(w)
     require_launch(w, "transposable_compress")
-    pats, codes = _pattern_operands(w.dtype, str(w.device))
+    pats, codes = _pattern_operands(str(w.device))
     mask = torch.empty(rows, cols, dtype=torch.bool, device=w.device)
     out = new_packed(rows, cols, w.dtype, w.device)
     out_t = new_packed(cols, rows, w.dtype, w.device)

@@ -51,6 +51,18 @@ def test_inclusion_probabilities_match_frequencies():
     assert torch.allclose(kept, pi.double(), atol=0.015)
 
 
+def test_dominant_entry_keeps_small_values_unbiased():
+    """One entry 2**27 times the others (float32): S - a_big must not round to 0, or the small entries'
+    inclusion probabilities collapse to p_i and their kept values blow up to the big entry's size."""
+    a = torch.tensor([[2.0**27, 1.0, 1.0, 1.0]])
+    pi = inclusion_probabilities(a)
+    assert torch.allclose(pi, torch.tensor([[1.0, 1 / 3, 1 / 3, 1 / 3]]), rtol=1e-5)
+    x = torch.tensor([2.0**27, 1.0, -1.0, 1.0]).repeat(4000, 1)
+    out = mvue_24(x, generator=torch.Generator().manual_seed(4))
+    assert out[:, 1:].abs().max() <= 3.0 + 1e-4  # kept small values are 1 / (1/3)
+    assert (out[:, 1:].double().mean(0) - x[0, 1:].double()).abs().max() < 0.15
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_low_precision_large_values_stay_finite(dtype):
     x = (torch.randn(16, 32) * 1e4).to(dtype)

@@ -1,13 +1,20 @@
 """transposable_compress: mask == masks.transposable_mask_24, both packed operands == torch twin and,
-on CUDA, == torch._cslt_compress of W and W^T."""
+on CUDA, == torch._cslt_compress of W and W^T. transposable_mask: == transposable_mask_24 on inputs whose
+fp32 block sums are exact, in float32/bfloat16/float16; valid and optimal up to rounding otherwise."""
 
 import pytest
 import torch
 
-from sparse_core.kernels import packed_numel, torch_transposable_compress, transposable_compress
-from sparse_core.masks import is_transposable_24, transposable_mask_24
+from sparse_core.kernels import (
+    packed_numel,
+    torch_transposable_compress,
+    torch_transposable_mask,
+    transposable_compress,
+    transposable_mask,
+)
+from sparse_core.masks import is_transposable_24, transposable_mask_24, transposable_patterns
 
-from kernels_testutil import gpu, needs_kernels, rand, same_bytes
+from kernels_testutil import DEVICE, gpu, needs_kernels, rand, same_bytes
 
 
 @needs_kernels
@@ -41,3 +48,106 @@ def test_transposable_against_cslt(shape, kind):
     masked = torch.where(mask, w, 0)
     assert same_bytes(pw, torch._cslt_compress(masked), packed_numel(*shape))
     assert same_bytes(pwt, torch._cslt_compress(masked.t().contiguous()), packed_numel(shape[1], shape[0]))
+
+
+# ---- transposable_mask: the mask alone, float32 / bfloat16 / float16 -------------------------------
+MASK_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def exact_input(shape, dtype, kind, seed, device=DEVICE):
+    """Inputs whose fp32 block sums are exact in every dtype: 'dyadic' (k/8, |k| <= 64), 'ties' (small
+    integers), 'zero_blocks' (dyadic with ~30% of the aligned 4x4 blocks all zero, one all-zero row)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "ties":
+        x = torch.randint(-3, 4, shape, generator=g).float()
+    else:
+        x = torch.randint(-64, 65, shape, generator=g).float() / 8
+    if kind == "zero_blocks":
+        blocks = x.view(shape[0] // 4, 4, shape[1] // 4, 4)
+        blocks.masked_fill_((torch.rand(shape[0] // 4, 1, shape[1] // 4, 1, generator=g) < 0.3), 0.0)
+        x[1] = 0.0
+    return x.to(dtype).to(device)
+
+
+def block_kept_magnitude(w, mask):
+    """float64 sum of |w| kept by `mask` in each aligned 4x4 block."""
+    a = w.double().abs().cpu() * mask.cpu()
+    return a.reshape(w.shape[0] // 4, 4, w.shape[1] // 4, 4).sum((1, 3))
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(64, 64), (128, 192), (192, 128)])
+@pytest.mark.parametrize("dtype", MASK_DTYPES)
+@pytest.mark.parametrize("kind", ["dyadic", "ties", "zero_blocks"])
+def test_mask_equals_torch_rule_on_exact_inputs(shape, dtype, kind):
+    w = exact_input(shape, dtype, kind, seed=shape[0] + shape[1])
+    mask = transposable_mask(w)
+    assert mask.dtype == torch.bool and mask.shape == shape and mask.device == w.device
+    assert torch.equal(mask.cpu(), transposable_mask_24(w.cpu()))
+
+
+@needs_kernels
+def test_mask_all_zero_weight_takes_pattern_zero():
+    mask = transposable_mask(torch.zeros(64, 128, device=DEVICE))
+    first = transposable_patterns()[0]
+    assert torch.equal(mask.cpu(), first.repeat(16, 32))
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", MASK_DTYPES)
+def test_mask_valid_and_optimal_on_random_inputs(dtype):
+    w = (torch.randn(128, 192, generator=torch.Generator().manual_seed(3)) * 10).to(dtype).to(DEVICE)
+    mask = transposable_mask(w)
+    assert is_transposable_24(mask.cpu())
+    # where it differs from the float64 rule, only by fp32 rounding of near-equal pattern sums
+    got, best = block_kept_magnitude(w, mask), block_kept_magnitude(w, transposable_mask_24(w.cpu()))
+    assert torch.all(got >= best * (1 - 1e-6))
+
+
+@needs_kernels
+def test_mask_valid_with_infinite_weights():
+    w = exact_input((64, 128), torch.float32, "dyadic", seed=5)
+    w[0, 0], w[9, 70], w[10, 71] = float("inf"), float("-inf"), float("inf")
+    assert is_transposable_24(transposable_mask(w).cpu())
+
+
+@needs_kernels
+def test_mask_refuses_bad_input():
+    with pytest.raises(ValueError, match=r"\(64, 96\)"):
+        transposable_mask(torch.zeros(64, 96, device=DEVICE))
+    with pytest.raises(ValueError, match=r"\(64, 96\)"):
+        torch_transposable_mask(torch.zeros(64, 96))  # the twin takes the same inputs
+    with pytest.raises(ValueError, match=r"\(64, 64, 64\)"):
+        transposable_mask(torch.zeros(64, 64, 64, device=DEVICE))
+    with pytest.raises(TypeError, match="float64"):
+        transposable_mask(torch.zeros(64, 64, dtype=torch.float64, device=DEVICE))
+    with pytest.raises(ValueError, match="contiguous"):
+        transposable_mask(torch.zeros(128, 64, device=DEVICE).t())
+    with pytest.raises(TypeError, match="ndarray"):
+        transposable_mask(torch.zeros(64, 64).numpy())
+    w = torch.zeros(64, 64, device=DEVICE)
+    w[5, 7] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        transposable_mask(w)
+    assert is_transposable_24(transposable_mask(w, check_nan=False).cpu())  # unchecked: NaN counts as 0
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(768, 3072), (3072, 768), (4096, 16384)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["dyadic", "ties"])
+def test_mask_equals_torch_rule_on_gpu(shape, dtype, kind):
+    w = exact_input(shape, dtype, kind, seed=shape[0])
+    assert torch.equal(transposable_mask(w), transposable_mask_24(w))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(768, 3072), (4096, 16384)])
+def test_mask_float32_random_on_gpu(shape):
+    w = torch.randn(shape, device="cuda", generator=torch.Generator("cuda").manual_seed(1)) * 0.02
+    mask = transposable_mask(w)
+    assert is_transposable_24(mask)
+    got, best = block_kept_magnitude(w, mask), block_kept_magnitude(w, transposable_mask_24(w))
+    assert torch.all(got >= best * (1 - 1e-6))
