@@ -89,7 +89,7 @@ def write_outputs(out: Path, stem: str, env: dict, args: dict, rows: list[dict],
             ("best_fwd_bwd", "best sparse"), ("per_step_ms", "per-step ms (amortised, incl.)"),
             ("speedup_fwd_bwd_fused_step", "f+b x, fused mask kernel"), ("speedup_fwd_bwd_no_step", "f+b x, GEMM path only"),
             ("x_sc-fwd_graph_fwd_bwd", "x fwd"), ("x_sc-fwd-dx_graph_fwd_bwd", "x fwd+dx"),
-            ("x_sc-all_graph_fwd_bwd", "x all 3"), ("x_sc-fwd-dx_eager_fwd_bwd", "x fwd+dx eager"),
+            ("x_sc-fwd-dx-mvue_graph_fwd_bwd", "x fwd+dx, MVUE dense dW"), ("x_sc-all_graph_fwd_bwd", "x all 3"), ("x_sc-fwd-dx_eager_fwd_bwd", "x fwd+dx eager"),
             ("x_semi_eager_fwd_bwd", "x semi (dX only)"),
             ("dense_fwd_ms", "dense fwd ms"), ("speedup_fwd", "fwd x"), ("x_semi_eager_fwd", "fwd x semi"),
             ("dense_mib", "dense peak MiB"), ("sparse_mib", "sparse peak MiB")]

@@ -1,7 +1,8 @@
 """The timed modules: FFN (Linear-GELU-Linear and gated), pre-LN transformer block, in three flavours.
 
 Flavours ('variants'): 'dense' (nn.Linear), 'sc-<products>' (SparseLinear, transposable mask, on the
-cuSPARSELt backend of that name; 'sc-all' also uses MVUE so dW is sparse), 'semi' (PyTorch's plain
+cuSPARSELt backend of that name; 'sc-fwd-dx-mvue' adds the MVUE estimate of dY^T with a dense dW GEMM, 'sc-all'
+also makes that dW GEMM sparse), 'semi' (PyTorch's plain
 `to_sparse_semi_structured` weight, frozen: forward, and backward for dX only).
 """
 
@@ -16,6 +17,7 @@ from sparse_core.linear import SparseLinear
 SPARSE_VARIANTS = {  # variant -> (cuSPARSELt backend name, mvue)
     "sc-fwd": ("cusparselt-fwd", False),
     "sc-fwd-dx": ("cusparselt-fwd-dx", False),
+    "sc-fwd-dx-mvue": ("cusparselt-fwd-dx", True),  # what 2by4 training runs: dense dW GEMM on the fused MVUE of dY^T
     "sc-all": ("cusparselt-all", True),
 }
 VARIANTS = ("dense", *SPARSE_VARIANTS, "semi")

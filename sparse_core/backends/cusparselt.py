@@ -11,8 +11,12 @@ same (masked) operands, so the math never changes, only the speed. Rules, all do
 - a token count that is not a multiple of 64 is zero-padded to one (exact: zero rows add nothing).
 - 'dx' needs a transposable mask (SparseOperands.transposable); 'dw' needs the layer's `mvue`.
 - the best cuSPARSELt algorithm is searched once per (shape, layout) and cached (option `search`).
-- host cost: each eager `_cslt_sparse_mm` spends ~0.7 ms planning on the CPU; capture the step in a
-  CUDA graph (`sparse_core.graphs`) to remove it.
+- host cost: each eager `_cslt_sparse_mm` spends 0.4-0.7 ms planning on the CPU. Option mm (env
+  SPARSE_CORE_CUSPARSELT_MM) = 'auto' (default) | 'plans' | 'torch': 'plans' runs the GEMMs through
+  `cslt_ext.sparse_mm`, a small C++ extension caching cuSPARSELt plans (15-45 us of host time per call on
+  the H200, bit-identical results; compiled once per machine on first use); 'auto' = 'plans' when it
+  builds, else torch's op with a warning. Capturing the step in a CUDA graph (`sparse_core.graphs`)
+  removes the host cost too, and combines with either.
 - `torch.compile` does not trace into these products: they are excluded with
   `torch.compiler.disable`, so a compiled model graph-breaks around each sparse layer and still works.
 
@@ -20,16 +24,18 @@ Names registered: 'cusparselt' (products from SPARSE_CORE_CUSPARSELT_PRODUCTS, d
 MVUE compression of dY^T still costs about what a sparse dW saves), 'cusparselt-fwd', 'cusparselt-fwd-dx',
 'cusparselt-all'. SPARSE_CORE_CUSPARSELT_COMPRESS = auto|torch|triton (auto: sparse_core.kernels when
 triton imports and its output is byte-identical to torch._cslt_compress, checked once per dtype) and
-SPARSE_CORE_CUSPARSELT_SEARCH = 1|0 apply to every name. The fused MVUE kernel takes a host seed, so
-inside a CUDA-graph capture sparse dW falls back to plain-torch MVUE (slow): use 'cusparselt-all' eagerly.
+SPARSE_CORE_CUSPARSELT_SEARCH = 1|0 apply to every name. The fused MVUE kernel reads its seed from a
+device tensor drawn from torch's CUDA generator, so it runs inside CUDA graphs (a new seed every replay)
+and a checkpoint of torch's RNG state reproduces its draws.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import warnings
 from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -37,10 +43,11 @@ from sparse_core.backends.base import Backend, SparseOperands
 from sparse_core.backends._cslt_kernels import KernelSet, kernel_set
 from sparse_core.backends.reference import mvue_tokens
 
-__all__ = ["CusparseltBackend", "CusparseltPlan", "PRODUCTS", "COMPRESSORS", "FEATURE_MULTIPLE", "TOKEN_MULTIPLE"]
+__all__ = ["CusparseltBackend", "CusparseltPlan", "PRODUCTS", "COMPRESSORS", "MATMULS", "FEATURE_MULTIPLE", "TOKEN_MULTIPLE"]
 
 PRODUCTS = ("fwd", "dx", "dw")
 COMPRESSORS = ("auto", "torch", "triton")
+MATMULS = ("auto", "plans", "torch")  # cslt_ext.sparse_mm (cached plans) when it builds, or torch._cslt_sparse_mm
 FEATURE_MULTIPLE = 64  # the compressed layout is known for dims that are multiples of 64 (sparse_core.kernels.cslt_layout)
 TOKEN_MULTIPLE = 64  # tokens are zero-padded up to this (the 2:4 dim of S(dY^T))
 SPARSE_DTYPES = (torch.bfloat16, torch.float16)
@@ -48,6 +55,7 @@ SPARSE_DTYPES = (torch.bfloat16, torch.float16)
 _ENV_PRODUCTS = "SPARSE_CORE_CUSPARSELT_PRODUCTS"
 _ENV_COMPRESS = "SPARSE_CORE_CUSPARSELT_COMPRESS"
 _ENV_SEARCH = "SPARSE_CORE_CUSPARSELT_SEARCH"
+_ENV_MM = "SPARSE_CORE_CUSPARSELT_MM"
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,8 @@ class CusparseltBackend(Backend):
     name = "cusparselt"
     default_products: frozenset[str] | None = None  # None: env var, else fwd+dx
 
-    def __init__(self, products=None, compress: str | None = None, search: bool | None = None) -> None:
+    def __init__(self, products=None, compress: str | None = None, search: bool | None = None,
+                 mm: str | None = None) -> None:
         products = parse_products(products)
         if products is None:
             products = self.default_products or parse_products(os.environ.get(_ENV_PRODUCTS) or None)
@@ -106,9 +115,13 @@ class CusparseltBackend(Backend):
         if compress not in COMPRESSORS:
             raise ValueError(f"compress must be one of {COMPRESSORS}, got {compress!r}")
         self.compress = compress
+        mm = mm if mm is not None else os.environ.get(_ENV_MM, "auto") or "auto"
+        if mm not in MATMULS:
+            raise ValueError(f"mm must be one of {MATMULS}, got {mm!r} (env {_ENV_MM})")
+        self.mm = mm
+        self._sparse_mm = torch._cslt_sparse_mm if mm == "torch" else None  # resolved on first use
         self.search = _env_flag(_ENV_SEARCH, True) if search is None else bool(search)
         self._kernels: KernelSet | None | bool = False  # False = not looked up yet
-        self._seeds = random.Random(torch.initial_seed())  # host seeds for the fused MVUE kernel
         self._products = products
         self._algs: dict[tuple, int] = {}
 
@@ -136,7 +149,8 @@ class CusparseltBackend(Backend):
     def describe(self) -> str:
         """One line naming the options in effect."""
         comp = "sparse_core.kernels" if self.kernels() is not None else "torch._cslt_compress"
-        return f"{self.name}: sparse={','.join(p for p in PRODUCTS if p in self.products)} compress={comp} search={self.search}"
+        return (f"{self.name}: sparse={','.join(p for p in PRODUCTS if p in self.products)} compress={comp} "
+                f"search={self.search} mm={self.mm}")
 
     @classmethod
     def unavailable_reason(cls, device: torch.device) -> str | None:
@@ -199,7 +213,19 @@ class CusparseltBackend(Backend):
                 else:
                     alg = int(torch._cslt_sparse_mm_search(a, b, transpose_result=transpose_result))
                     self._algs[key] = alg
-        return torch._cslt_sparse_mm(a, b, transpose_result=transpose_result, alg_id=alg)
+        return self._matmul()(a, b, transpose_result=transpose_result, alg_id=alg)
+
+    def _matmul(self) -> Callable[..., torch.Tensor]:
+        """The sparse GEMM in use: cslt_ext.sparse_mm (mm 'plans'/'auto') when it builds, else torch._cslt_sparse_mm."""
+        if self._sparse_mm is None:
+            from sparse_core.backends import cslt_ext
+
+            reason = cslt_ext.available()
+            if reason is not None:
+                warnings.warn(f"cusparselt backend: mm={self.mm!r}: the plan-caching extension is unavailable "
+                              f"({reason}); using torch._cslt_sparse_mm (0.4-0.7 ms host time per call)", stacklevel=4)
+            self._sparse_mm = torch._cslt_sparse_mm if reason is not None else cslt_ext.sparse_mm
+        return self._sparse_mm
 
     @torch.compiler.disable
     def linear(self, x: torch.Tensor, plan: CusparseltPlan) -> torch.Tensor:
@@ -225,18 +251,18 @@ class CusparseltBackend(Backend):
             return dy.t() @ x
         k = self._kernels_for(dy)
         pad = (-dy.shape[0]) % TOKEN_MULTIPLE
-        fused = k is not None and generator is None and not torch.cuda.is_current_stream_capturing()
-        if not self._dw_sparse(dy, x):
-            if fused and dy.shape[1] % FEATURE_MULTIPLE == 0:  # MVUE of dY^T in one Triton pass, dense GEMM
-                st = k.mvue_dense_t(F.pad(dy, (0, 0, 0, pad)) if pad else dy, self._seeds.getrandbits(62))
-                return st[:, : dy.shape[0]] @ x
-            return mvue_tokens(dy, generator) @ x
-        if fused:
-            # MVUE + compress in one pass; the kernel takes a host seed, so it is not used inside a
-            # graph capture (the seed would be frozen into every replay)
-            st_c = k.mvue_t(F.pad(dy, (0, 0, 0, pad)) if pad else dy, self._seeds.getrandbits(62))
+        sparse = self._dw_sparse(dy, x)
+        if k is not None and generator is None and dy.shape[1] % FEATURE_MULTIPLE == 0:
+            # MVUE of dY^T in one Triton pass; its seed comes from torch's CUDA generator (graph-safe, checkpointed)
+            dy_p = F.pad(dy, (0, 0, 0, pad)) if pad else dy
+            seed = torch.randint(0, 2**62, (1,), device=dy.device, dtype=torch.int64)
+            if not sparse:
+                return k.mvue_dense_t(dy_p, seed)[:, : dy.shape[0]] @ x
+            st_c = k.mvue_t(dy_p, seed)  # MVUE + compress in the same pass
         else:
             st = mvue_tokens(dy, generator)  # (out, T), same draws as the reference backend
+            if not sparse:
+                return st @ x
             st = F.pad(st, (0, pad)) if pad else st
             # inside a graph capture: cuSPARSELt's own compress (the fused magnitude-rule kernel on S
             # replayed ~100x slower in a graph on the H200, 2026-11-30; not yet explained)

@@ -65,6 +65,22 @@ def test_default_products():
     assert "torch._cslt_compress" in b.describe()
 
 
+def test_matmul_option(monkeypatch):
+    """mm='auto' | 'plans' | 'torch' (env SPARSE_CORE_CUSPARSELT_MM); an extension that cannot build warns and
+    leaves torch's op in use."""
+    assert CusparseltBackend(compress="torch").mm == "auto"
+    assert CusparseltBackend(compress="torch", mm="torch")._matmul() is torch._cslt_sparse_mm
+    with pytest.raises(ValueError, match="cublas"):
+        CusparseltBackend(mm="cublas")
+    monkeypatch.setenv("SPARSE_CORE_CUSPARSELT_MM", "plans")
+    b = CusparseltBackend(compress="torch")
+    assert b.mm == "plans" and "mm=plans" in b.describe()
+    if torch.cuda.is_available():
+        pytest.skip("has CUDA: the extension may build")
+    with pytest.warns(UserWarning, match="extension is unavailable"):
+        assert b._matmul() is torch._cslt_sparse_mm
+
+
 def test_graphed_step_needs_cuda():
     if torch.cuda.is_available():
         pytest.skip("has CUDA")
