@@ -124,13 +124,11 @@ class SparseController:
         raise RuntimeError("a sparse weight is not in the bound optimizer's parameter groups")
 
     def _refresh(self, due: list[tuple[str, SparseLinear]]) -> None:
-        flips = numel = 0
-        for fqn, layer in due:
-            n = layer.refresh_mask()
+        counts = [layer.refresh_mask_async() for _, layer in due]
+        flips = [int(n) for n in torch.stack([c.to(counts[0].device) for c in counts]).tolist()]  # one host sync
+        for (fqn, layer), n in zip(due, flips):
             self.flip_rates[fqn] = n / layer.mask.numel()
-            flips += n
-            numel += layer.mask.numel()
-        self.flip_rate = flips / numel
+        self.flip_rate = sum(flips) / sum(layer.mask.numel() for _, layer in due)
 
     def _lambda_rule(self) -> None:
         m = self.method

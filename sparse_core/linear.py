@@ -7,10 +7,17 @@ The three GEMMs of one layer (X: tokens x in, W: out x in, M: the 2:4 mask):
     dW = MVUE(dY^T)^T X          or dY^T X with MVUE off; lands on the dense W (straight-through)
 The backend (reference torch, or a fast GPU one) computes them; operands are rebuilt only when the
 weight or mask changes, i.e. once per optimizer step, however many micro-batches run.
+
+Transposable masks of CUDA weights (float32/bfloat16/float16, both dims multiples of 64) are computed by
+the Triton kernel `sparse_core.kernels.transposable_mask` (same rule as masks.transposable_mask_24), other
+weights by that torch rule; set SPARSE_CORE_MASK_KERNEL=0 to force the torch rule everywhere (debugging).
+The kernel path does not stop for NaN weights (they count as 0, so the mask stays valid): a NaN weight
+comes from a NaN step, which the training guard (sparse_core.train.NonFiniteGuard) refuses first.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import torch
@@ -26,6 +33,26 @@ MASK_KINDS = ("magnitude", "transposable")
 MODES = ("sparse", "dense")
 
 WeightTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (weight, mask) -> w_fwd
+
+
+def _use_mask_kernel(weight: torch.Tensor) -> bool:
+    """Whether the transposable mask of `weight` goes to the Triton kernel: a CUDA weight that
+    sparse_core.kernels.transposable_mask accepts, triton installed, SPARSE_CORE_MASK_KERNEL not '0'."""
+    if os.environ.get("SPARSE_CORE_MASK_KERNEL", "1") == "0" or not weight.is_cuda:
+        return False
+    from sparse_core.kernels import has_triton  # lazy: the kernels package imports triton when present
+    from sparse_core.kernels.transposable import accepts_mask_weight
+
+    return has_triton() and accepts_mask_weight(weight)
+
+
+def _transposable_mask(weight: torch.Tensor) -> torch.Tensor:
+    """The exact transposable mask of `weight`: the Triton kernel where it applies, else the torch rule."""
+    if _use_mask_kernel(weight):
+        from sparse_core.kernels.transposable import transposable_mask
+
+        return transposable_mask(weight, check_nan=False)  # no host sync; a NaN weight is the guard's to stop
+    return transposable_mask_24(weight)
 
 
 class _SparseLinearFunction(torch.autograd.Function):
@@ -181,13 +208,17 @@ class SparseLinear(nn.Linear):
         """The mask rule of this layer applied to the current weight."""
         with torch.no_grad():
             if self.mask_kind == "transposable":
-                return transposable_mask_24(self.weight)
+                return _transposable_mask(self.weight.detach())
             return mask_24(self.weight, dim=1)
 
     def refresh_mask(self) -> int:
         """Recompute the mask from the weight; returns how many entries flipped."""
+        return int(self.refresh_mask_async())
+
+    def refresh_mask_async(self) -> torch.Tensor:
+        """`refresh_mask` without a host sync: the flip count stays a 0-d tensor on the mask's device."""
         new = self.compute_mask()
-        flips = int((new != self.mask).sum())
+        flips = (new != self.mask).sum()
         self.mask.copy_(new)
         return flips
 
