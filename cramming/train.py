@@ -27,10 +27,10 @@ import sparse_core
 from cramming.config import CONFIG_DIR, CrammingConfig
 from cramming.data import MLMBatches, build_corpus, mask_tokens
 from cramming.model import CrammedBertConfig, CrammedBertForMaskedLM
-from sparse_core.train import (CheckpointManager, RNGState, RunGuard, all_reduce_mean, barrier, broadcast_object,
-                               build_logger, config_to_dict, distributed_session, load_config, no_sync_unless,
-                               one_cycle_lr, optimizer_step, parse_cli, plot_metrics, progress_bar, restore, run_main,
-                               set_lr)
+from sparse_core.train import (CheckpointManager, RunGuard, all_reduce_mean, barrier, broadcast_object, build_logger,
+                               config_to_dict, distributed_session, gather_rng_states, load_config, no_sync_unless,
+                               one_cycle_lr, optimizer_step, parse_cli, plot_metrics, progress_bar, restore,
+                               restore_rng_states, run_main, set_lr)
 
 __all__ = ["build_model", "param_groups", "evaluate_mlm", "train", "main"]
 
@@ -121,15 +121,17 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
 
     # ---- resume ----
     ckpt = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.keep_checkpoints)
-    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "sparse": ctl, "rng": RNGState()}
+    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "sparse": ctl}
     if scaler is not None:
         state["scaler"] = scaler
 
     def save(at: int, elapsed: float | None = None) -> Path | None:
         elapsed = elapsed_before + time.perf_counter() - start if elapsed is None else elapsed
+        rngs = gather_rng_states()  # a collective: every rank calls save
         path = None
         if env.is_main:
-            path = ckpt.save(at, {**state, "progress": {"step": at, "elapsed": elapsed}, "config": config_to_dict(cfg)})
+            path = ckpt.save(at, {**state, "rng": rngs, "progress": {"step": at, "elapsed": elapsed},
+                                  "config": config_to_dict(cfg)})
         barrier()
         return path
 
@@ -142,8 +144,7 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
         step, loaded = found
         restore(state, loaded, optional=("guard",))  # checkpoints from before the guard existed lack it
         elapsed_before = float(loaded["progress"]["elapsed"])
-        if env.rank > 0:  # the checkpoint holds rank 0's generators; give the others their own
-            torch.manual_seed(cfg.seed + 1 + env.rank + 7919 * step)
+        restore_rng_states(loaded.get("rng"), env.rank, env.world_size, reseed=cfg.seed + 1 + env.rank + 7919 * step)
         if env.is_main:
             print(f"resumed from {ckpt.path_for(step)} at step {step}")
     logger = build_logger(run_dir, cfg.wandb, cfg.wandb_project, cfg.run_name, config_to_dict(cfg), env.is_main)

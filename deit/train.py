@@ -21,6 +21,7 @@ import random
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,19 +31,19 @@ import torch.nn as nn
 
 import deit._torchvision_compat  # noqa: F401  (before timm)
 from deit.config import DeiTConfig
-from deit.data import Augmented, TrainStream, build_datasets, build_transforms, eval_loader, train_sampler
+from deit.data import Augmented, ImageData, TrainStream, build_datasets, build_transforms, eval_loader, train_sampler
 from deit.eval.evaluate import evaluate
 from deit.models import build_model
 from sparse_core import SparseLinear
-from sparse_core.train.checkpoint import CheckpointManager, RNGState, restore
+from sparse_core.train.checkpoint import CheckpointManager, gather_rng_states, restore, restore_rng_states
 from sparse_core.train.config import config_to_dict, load_config, parse_cli
-from sparse_core.train.distributed import DistEnv, all_reduce_mean, distributed_session, no_sync_unless
+from sparse_core.train.distributed import DistEnv, all_reduce_mean, barrier, distributed_session, no_sync_unless
 from sparse_core.train.metrics import build_logger, progress_bar
 from sparse_core.train.plots import plot_metrics, plot_prefix
 from sparse_core.train.resilience import RunGuard, run_main
 from sparse_core.train.step import optimizer_step
 
-__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "train", "main"]
+__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "TrainParts", "build_parts", "train", "main"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = "tiny"
@@ -70,9 +71,27 @@ def train(cfg: DeiTConfig) -> dict[str, float]:
         return _train(cfg, env)
 
 
-def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
+@dataclass
+class TrainParts:
+    """What one training run is made of; `build_parts` makes it, `_train` and deit.eval.step_profile use it."""
+    data: ImageData
+    stream: TrainStream
+    val_loader: Any
+    steps_per_epoch: int
+    total_steps: int  # what the schedule and the sparse method span
+    model: nn.Module
+    ctl: Any  # sparse_core.SparseController
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: Any  # timm ModelEmaV3 or None
+    mixup: Any  # timm Mixup or None
+    criterion: nn.Module
+    autocast: Any  # bf16 autocast on CUDA, else a null context
+
+
+def build_parts(cfg: DeiTConfig, env: DistEnv) -> TrainParts:
+    """Data stream, model with its sparse controller, optimizer, schedule, EMA, mixup and loss, as `cfg` says."""
     device = env.device
-    run_dir = Path(cfg.out_dir) / cfg.run_name
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if device.type == "cuda" and cfg.dtype == "bfloat16" else contextlib.nullcontext())
 
@@ -90,7 +109,6 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
         raise ValueError(f"one epoch has {stream.batches_per_epoch} micro-batches per rank, fewer than "
                          f"grad_accum={cfg.grad_accum}; lower batch_size or grad_accum")
     total_steps = cfg.optim.epochs * steps_per_epoch  # what the schedule and the sparse method span
-    last_step = min(total_steps, cfg.max_steps or total_steps)
 
     # ---- model (same init on every rank), sparse controller, optimizer, schedule, EMA ----------
     from timm.data import Mixup
@@ -121,6 +139,19 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
         criterion = LabelSmoothingCrossEntropy(smoothing=cfg.aug.smoothing)
     else:
         criterion = nn.CrossEntropyLoss()
+    return TrainParts(data, stream, val_loader, steps_per_epoch, total_steps, model, ctl, optimizer, scheduler,
+                      ema, mixup, criterion, autocast)
+
+
+def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
+    device = env.device
+    run_dir = Path(cfg.out_dir) / cfg.run_name
+    pin = device.type == "cuda"
+    parts = build_parts(cfg, env)
+    data, stream, val_loader, autocast = parts.data, parts.stream, parts.val_loader, parts.autocast
+    model, ctl, optimizer, scheduler = parts.model, parts.ctl, parts.optimizer, parts.scheduler
+    ema, mixup, criterion, total_steps = parts.ema, parts.mixup, parts.criterion, parts.total_steps
+    last_step = min(total_steps, cfg.max_steps or total_steps)
     ddp_model: nn.Module = model
     if env.world_size > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if pin else None)
@@ -128,12 +159,20 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
     # ---- checkpoint state and resume -----------------------------------------------------------
     ckpt = CheckpointManager(run_dir / "ckpt", keep_last=cfg.keep_last)
     state: dict[str, Any] = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "controller": ctl,
-                             "data": stream, "rng": RNGState(), "config": config_to_dict(cfg),
+                             "data": stream, "config": config_to_dict(cfg),
                              "meta": {"num_classes": data.num_classes, "class_names": data.class_names,
                                       "world_size": env.world_size, "total_steps": total_steps}}
     if ema is not None:
         state["ema"] = ema
-    guard = RunGuard(lambda at: ckpt.save(at, state) if env.is_main else None, max_bad_steps=cfg.max_bad_steps)
+
+    def save(at: int) -> Path | None:
+        """Checkpoint of `at` steps with every rank's RNG streams: every rank calls it, rank 0 writes."""
+        rngs = gather_rng_states()  # a collective
+        path = ckpt.save(at, {**state, "rng": rngs}) if env.is_main else None
+        barrier()
+        return path
+
+    guard = RunGuard(save, max_bad_steps=cfg.max_bad_steps)
     guard.install(model, optimizer)  # fault-injection hooks of the tests; nothing unless SPARSE_CORE_FAULT is set
     state["guard"] = guard
     step = 0
@@ -149,8 +188,7 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
         if int(loaded["meta"]["world_size"]) != env.world_size:
             warnings.warn(f"resuming a {loaded['meta']['world_size']}-rank run on {env.world_size} ranks: the "
                           "current epoch's sample order changes (some samples repeat or are skipped once)")
-        if env.rank > 0:  # the checkpoint holds rank 0's generators; give the others their own
-            _seed_everything(cfg.seed + env.rank * 1_000_003 + step)
+        restore_rng_states(loaded.get("rng"), env.rank, env.world_size, reseed=cfg.seed + env.rank * 1_000_003 + step)
 
     logger = build_logger(run_dir, cfg.wandb, cfg.wandb_project, cfg.run_name, config_to_dict(cfg), env.is_main)
     if env.is_main:
@@ -211,8 +249,8 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
                 if env.is_main:
                     bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
 
-            if env.is_main and (step % cfg.ckpt_interval == 0 or step == last_step):
-                ckpt.save(step, state)
+            if step % cfg.ckpt_interval == 0 or step == last_step:
+                save(step)
             guard.stop_if_requested(step)  # SIGTERM/SIGINT: checkpoint, say how to resume, exit 0
     bar.close()
     logger.close()

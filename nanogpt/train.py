@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -32,9 +31,9 @@ from nanogpt.config import CONFIG_DIR, TrainConfig
 from nanogpt.data.loader import TokenBatches, read_meta
 from nanogpt.model import GPT, GPTConfig
 from sparse_core.train import (
-    CheckpointError, CheckpointManager, RNGState, RunGuard, all_reduce_mean, barrier, build_logger,
-    config_to_dict, distributed_session, load_config, no_sync_unless, optimizer_step, parse_cli, plot_metrics, plot_prefix,
-    progress_bar, restore, run_main, set_lr, warmup_cosine_lr,
+    CheckpointError, CheckpointManager, RunGuard, all_reduce_mean, barrier, build_logger, config_to_dict,
+    distributed_session, gather_rng_states, load_config, no_sync_unless, optimizer_step, parse_cli, plot_metrics,
+    plot_prefix, progress_bar, restore, restore_rng_states, run_main, set_lr, warmup_cosine_lr,
 )
 
 __all__ = ["train", "build_model", "model_args", "main"]
@@ -73,16 +72,6 @@ def evaluate(model: torch.nn.Module, batches: list, autocast: Any, device: torch
     return float(total[0] / total[1])  # .item() sync
 
 
-def _rng_states(world_size: int) -> list[dict[str, Any]]:
-    """Every process's RNG state (a collective under DDP), so each process resumes its own stream."""
-    mine = RNGState().state_dict()
-    if world_size == 1:
-        return [mine]
-    everyone: list[Any] = [None] * world_size
-    dist.all_gather_object(everyone, mine)
-    return everyone
-
-
 def _resume(cfg: TrainConfig, ckpt: CheckpointManager, state: dict[str, Any], args: dict[str, Any], env: Any) -> int:
     """Restore `state` and this process's RNG from the checkpoint `cfg.resume` selects; the step to start at."""
     if cfg.resume == "never":
@@ -98,13 +87,7 @@ def _resume(cfg: TrainConfig, ckpt: CheckpointManager, state: dict[str, Any], ar
         raise CheckpointError(f"checkpoint at step {start} in {ckpt.directory} is a {loaded.get('method')} model "
                               f"{loaded.get('model_args')}, this run a {cfg.method} model {args}")
     restore(state, loaded, optional=("guard",))  # checkpoints from before the guard existed lack it
-    rngs = loaded["rng"]
-    if len(rngs) == env.world_size:
-        RNGState().load_state_dict(rngs[env.rank])
-    else:
-        warnings.warn(f"checkpoint holds RNG states of {len(rngs)} processes, this run has {env.world_size}: "
-                      "random streams are reseeded, not continued")
-        torch.manual_seed(cfg.seed + 1 + env.rank + 7919 * start)
+    restore_rng_states(loaded.get("rng"), env.rank, env.world_size, reseed=cfg.seed + 1 + env.rank + 7919 * start)
     return start
 
 
@@ -153,7 +136,7 @@ def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:
     ckpt = CheckpointManager(run_dir / "ckpt", keep_last=t.keep_last)
 
     def save(done: int) -> Path | None:
-        rngs = _rng_states(env.world_size)  # every process takes part
+        rngs = gather_rng_states()  # every process takes part
         path = None
         if env.is_main:
             path = ckpt.save(done, {**state, "rng": rngs, "model_args": asdict(args), "method": cfg.method,

@@ -8,8 +8,8 @@
 Sources: `stdlib` is the Python standard library's own source (top-level public modules, sorted,
 first ~2 MB), present on every machine. `shakespeare` is read from the project's shared data folder,
 else downloaded once and checked against its sha256. `openwebtext` is streamed through Hugging Face
-`datasets` (downloads only when asked for). Text sources split 90/10 by characters; OpenWebText
-sends one document in `val_every` to val. The output folder is printed last on stdout.
+`datasets` (downloads only when asked for). Text sources split 90/10 by characters; OpenWebText and a
+GPT-2 BPE folder of at least 1/val_fraction files send every (1/val_fraction)-th document (file) to val. The output folder is printed last on stdout.
 """
 
 from __future__ import annotations
@@ -86,18 +86,30 @@ def shakespeare_text() -> str:
     return data.decode("utf-8")
 
 
+def local_files(folder: str | Path, glob: str = "*.txt") -> list[Path]:
+    """Every file matching `glob` under `folder` (recursive), sorted."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{str(folder)!r} is not a folder")
+    files = sorted(p for p in folder.rglob(glob) if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no files matching {glob!r} under {folder}")
+    return files
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
 def local_text(path: str | Path, glob: str = "*.txt") -> tuple[str, list[str]]:
     """A text file, or every file matching `glob` under a folder (sorted, recursive), concatenated."""
     path = Path(path).expanduser()
     if path.is_file():
-        return path.read_text(encoding="utf-8", errors="replace"), [str(path)]
+        return _read(path), [str(path)]
     if not path.is_dir():
         raise FileNotFoundError(f"{str(path)!r} is neither a text file nor a folder")
-    files = sorted(p for p in path.rglob(glob) if p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no files matching {glob!r} under {path}")
-    texts = [p.read_text(encoding="utf-8", errors="replace") for p in files]
-    return "\n".join(texts), [str(p.relative_to(path)) for p in files]
+    files = local_files(path, glob)
+    return "\n".join(_read(p) for p in files), [str(p.relative_to(path)) for p in files]
 
 
 def _openwebtext_docs(max_docs: int | None) -> Iterator[str]:
@@ -160,14 +172,15 @@ def _prepare_text(text: str, tokenizer: Tokenizer, out_dir: Path, val_fraction: 
 
 def _prepare_documents(docs: Iterable[str], tokenizer: GPT2Tokenizer, out_dir: Path, val_every: int,
                        batch_docs: int = 1024) -> dict[str, int]:
-    """Tokenize a document stream in batches (threaded), <|endoftext|> after each; doc i % val_every == 0 -> val."""
+    """Tokenize a document stream in batches (threaded), <|endoftext|> after each; every val_every-th doc -> val."""
+    threads = min(32, os.cpu_count() or 1)
     train, val = _TokenFile(out_dir / "train.bin"), _TokenFile(out_dir / "val.bin")
     batch: list[str] = []
     n_docs = 0
 
     def flush(start: int) -> None:
-        for j, ids in enumerate(tokenizer.encode_batch(batch)):
-            (val if (start + j) % val_every == 0 else train).write(ids + [tokenizer.eot])
+        for j, ids in enumerate(tokenizer.encode_batch(batch, num_threads=threads)):
+            (val if (start + j) % val_every == val_every - 1 else train).write(ids + [tokenizer.eot])
 
     for doc in docs:
         batch.append(doc)
@@ -214,10 +227,16 @@ def prepare(data: str, root: str | Path = "out/data", tokenizer: str | None = No
     _log(f"preparing {data!r} ({kind} tokens) into {out_dir}")
 
     meta: dict[str, Any] = {"source": source if source != "path" else str(Path(data).expanduser().resolve())}
+    folder = Path(data).expanduser() if source == "path" and kind == "gpt2" else None
     if source == "openwebtext":
         tok = GPT2Tokenizer()
         counts = _prepare_documents(_openwebtext_docs(max_docs), tok, out_dir, val_every=round(1 / val_fraction))
         meta["hf_dataset"] = OPENWEBTEXT_HF
+    elif folder is not None and folder.is_dir() and len(paths := local_files(folder, glob)) >= round(1 / val_fraction):
+        # a large folder: one document per file, tokenized in threads, every round(1/val_fraction)-th file to val
+        meta["files"] = [str(p.relative_to(folder)) for p in paths[:1000]]
+        tok = GPT2Tokenizer()
+        counts = _prepare_documents(map(_read, paths), tok, out_dir, val_every=round(1 / val_fraction))
     else:
         if source == "stdlib":
             text, files = stdlib_text()

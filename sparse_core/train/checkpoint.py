@@ -2,10 +2,14 @@
 data position, RNG) plus plain data; exact resume.
 
     ckpt = CheckpointManager(out_dir / "ckpt", keep_last=3)
-    state = {"model": model, "optimizer": opt, "sparse": ctl, "rng": RNGState(), "step": step}
-    if is_main: ckpt.save(step, state)             # rank 0 only
+    state = {"model": model, "optimizer": opt, "sparse": ctl, "step": step}
+    rngs = gather_rng_states()                     # every rank (a collective under DDP)
+    if is_main: ckpt.save(step, {**state, "rng": rngs})   # rank 0 writes
     found = ckpt.load_latest()                     # every rank
-    if found: step, loaded = found; restore(state, loaded)
+    if found:
+        step, loaded = found
+        restore(state, loaded)
+        restore_rng_states(loaded["rng"], rank, world_size, reseed=seed + rank + 7919 * step)
 
 Files: `ckpt_<step:08d>.pt` (torch.save of {"format", "step", "state"}) and `manifest.json` listing
 each file's step and sha256. Every write goes temp file -> fsync -> os.replace -> fsync(dir), so a
@@ -29,10 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from sparse_core.train.faults import at_checkpoint_write
 
-__all__ = ["CheckpointManager", "CheckpointError", "RNGState", "restore", "load_checkpoint"]
+__all__ = ["CheckpointManager", "CheckpointError", "RNGState", "gather_rng_states", "restore_rng_states", "restore",
+           "load_checkpoint"]
 
 _FORMAT = 1
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
@@ -274,8 +280,9 @@ def restore(state: dict[str, Any], loaded: dict[str, Any], optional: tuple[str, 
 class RNGState:
     """Stateful view of this process's python `random`, numpy global, torch CPU and all CUDA generators.
 
-    Only the saving process's (rank 0's) streams are captured: on a multi-rank resume every rank gets
-    them. Numpy `Generator` objects you create yourself are not covered; seed them from the step instead.
+    It captures the calling process only; a multi-rank run checkpoints every rank's streams with
+    `gather_rng_states` / `restore_rng_states`. Numpy `Generator` objects you create yourself are not
+    covered; seed them from the step instead.
     """
 
     def state_dict(self) -> dict[str, Any]:
@@ -308,3 +315,44 @@ class RNGState:
                 torch.cuda.set_rng_state(s.cpu(), i)
         elif cuda:
             warnings.warn("checkpoint holds CUDA RNG states but CUDA is not available; they are not restored")
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every process's `RNGState().state_dict()`, indexed by rank: a collective under torch.distributed
+    with more than one process (every rank must call it), a one-element list otherwise."""
+    mine = RNGState().state_dict()
+    world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world_size == 1:
+        return [mine]
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
+def restore_rng_states(saved: list[dict[str, Any]] | dict[str, Any], rank: int, world_size: int, reseed: int) -> bool:
+    """Continue this rank's random streams from `saved` (a checkpoint's `gather_rng_states()`); True if done.
+
+    The rule: the states of N processes continue only on a run of N processes, rank r taking entry r.
+    A single dict (checkpoints written before every rank's state was kept: rank 0's alone) counts as the
+    state of one process. When the counts differ, rank 0 warns with both, and every rank seeds python,
+    numpy and torch (CPU and CUDA) from `reseed` (make it differ per rank) and gets False.
+    """
+    for name, value in (("rank", rank), ("world_size", world_size), ("reseed", reseed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+    states = [saved] if isinstance(saved, dict) else saved
+    if not isinstance(states, list) or not states or not all(isinstance(s, dict) for s in states):
+        raise CheckpointError(f"checkpoint RNG entry must be a non-empty list of per-rank state dicts (or one "
+                              f"dict), got {type(saved).__name__}: {str(saved)[:80]}")
+    if len(states) == world_size:
+        RNGState().load_state_dict(states[rank])
+        return True
+    if rank == 0:
+        warnings.warn(f"checkpoint holds the RNG states of {len(states)} process(es), this run has {world_size}: "
+                      "random streams are reseeded, not continued")
+    random.seed(reseed)
+    np.random.seed(reseed % 2**32)
+    torch.manual_seed(reseed)  # CUDA generators too
+    return False

@@ -1,12 +1,16 @@
-"""The pre-training recipe: model + sparsify for every method, config errors, start.sh, exact resume."""
+"""The pre-training recipe: model + sparsify for every method, config errors, start.sh, exact resume
+(one process, and 2 gloo ranks that each continue their own random streams)."""
 
 import itertools
 import json
+import os
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 import sparse_core
 from cramming.config import CONFIG_DIR, CrammingConfig
@@ -15,6 +19,7 @@ from cramming.model import CrammedBertConfig, CrammedBertForMaskedLM, CrammedBer
 from cramming.tokenizer import train_wordpiece
 from cramming.train import build_model, train
 from sparse_core.train import ConfigError, load_config, read_jsonl
+from state_compare import assert_same
 
 ROOT = Path(__file__).resolve().parents[2]
 # A model and corpus small enough for seconds per run on 2 CPU cores.
@@ -124,3 +129,32 @@ def test_resume_is_exact(tmp_path):
     assert a["sparse"] == b["sparse"] and a["sparse"]["dense"]  # the dense switch happened in both
     for k, v in a["optimizer"]["state"].items():
         assert torch.equal(v["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_worker(rank: int, base: list[str], ports: list[int]) -> None:
+    """One of 2 gloo ranks: 4 steps straight, then 2 + resume + 2 (a fresh process group per run)."""
+    torch.set_num_threads(1)  # 2 processes on a 2-core CI box
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1")
+    for port, extra in zip(ports, (["run_name=straight"], ["run_name=resumed", "stop_after_steps=2"],
+                                   ["run_name=resumed"])):
+        os.environ["MASTER_PORT"] = str(port)
+        train(load_config(CrammingConfig, CONFIG_DIR, "tiny", base + extra))
+
+
+def test_resume_is_exact_on_two_gloo_ranks(tmp_path):
+    """Each rank draws its own MVUE numbers; a resume restores every rank's torch stream (a reseeded
+    rank 1 changes the all-reduced gradients, hence the weights)."""
+    train_wordpiece(itertools.islice(stdlib_docstrings(), 400), vocab_size=512).save(tmp_path / "tok")
+    base = TINY + ["method=2by4", "budget.steps=4", "log_interval=2", "checkpoint_interval=0", "sparse.warmup_steps=1",
+                   "device=cpu", f"out_dir={tmp_path}", f"data.tokenizer={tmp_path / 'tok'}"]
+    mp.spawn(_rank_worker, args=(base, [_free_port() for _ in range(3)]), nprocs=2, join=True)
+    a, b = _final_state(tmp_path / "straight"), _final_state(tmp_path / "resumed")
+    for key in ("model", "optimizer", "sparse", "guard", "rng"):
+        assert_same(a[key], b[key], key)
+    assert len(a["rng"]) == 2 and not torch.equal(a["rng"][0]["torch"], a["rng"][1]["torch"])

@@ -56,6 +56,21 @@ def test_generated_file_and_folder(shared_data, tmp_path) -> None:  # shared_dat
     assert (folder / "train.bin").stat().st_mtime_ns == stamp
 
 
+def test_large_folder_is_split_by_file(shared_data, tmp_path) -> None:
+    """A folder of >= 1/val_fraction files: one document per file, every 5th file (val_fraction 0.2) to val."""
+    (tmp_path / "corpus").mkdir()
+    texts = [f"file {i} says " + "word " * (i + 3) for i in range(10)]
+    for i, t in enumerate(texts):
+        (tmp_path / "corpus" / f"f{i:02d}.txt").write_text(t)
+    out = prepare(str(tmp_path / "corpus"), root=tmp_path / "data", val_fraction=0.2)
+    tok = tokenizer_from_meta(read_meta(out))
+    eot = "<|endoftext|>"
+    val = tok.decode(np.fromfile(out / "val.bin", np.uint16).tolist())
+    train = tok.decode(np.fromfile(out / "train.bin", np.uint16).tolist())
+    assert val == texts[4] + eot + texts[9] + eot
+    assert train == "".join(t + eot for i, t in enumerate(texts) if i not in (4, 9))
+
+
 def test_bad_sources_are_clear_errors(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="neither a known dataset"):
         prepare(str(tmp_path / "missing"), root=tmp_path)
@@ -106,5 +121,5 @@ def test_document_stream_writer(shared_data, tmp_path) -> None:
     train = np.fromfile(tmp_path / "train.bin", np.uint16).tolist()
     val = np.fromfile(tmp_path / "val.bin", np.uint16).tolist()
     assert counts == {"documents": 7, "train_tokens": len(train), "val_tokens": len(val)}
-    assert tok.decode(val).split("<|endoftext|>")[:-1] == [docs[0], docs[3], docs[6]]
-    assert tok.decode(train).split("<|endoftext|>")[:-1] == [docs[i] for i in (1, 2, 4, 5)]
+    assert tok.decode(val).split("<|endoftext|>")[:-1] == [docs[2], docs[5]]
+    assert tok.decode(train).split("<|endoftext|>")[:-1] == [docs[i] for i in (0, 1, 3, 4, 6)]
