@@ -48,6 +48,8 @@ class TrainSection:
     grad_clip: float = 1.0  # max global grad norm; 0 = no clipping
     dtype: str = "bf16"  # autocast dtype on CUDA: bf16, fp16 (+ GradScaler) or fp32; CPU runs fp32
     compile: bool = False  # torch.compile the model
+    cuda_graph: bool = False  # replay each micro-batch's forward+backward from a CUDA graph (sparse_core.graphs):
+    # no per-call host cost; one CUDA process, bf16 or fp32, not with compile; recaptured at the dense switch
     eval_interval: int = 1000  # steps between val-loss evaluations (and the last step)
     eval_iters: int = 100  # val micro-batches per evaluation (split over processes)
     log_interval: int = 10  # steps between log lines (each costs a .item() sync)
@@ -131,6 +133,10 @@ class TrainConfig:
             raise ValueError(f"model.dropout must be in [0, 1), got {m.dropout}")
         if not 0.0 <= t.min_lr <= t.lr:
             raise ValueError(f"need 0 <= train.min_lr <= train.lr, got min_lr={t.min_lr}, lr={t.lr}")
+        if t.cuda_graph and t.compile:
+            raise ValueError("train.cuda_graph=true and train.compile=true exclude each other; choose one")
+        if t.cuda_graph and t.dtype == "fp16":
+            raise ValueError("train.cuda_graph=true needs train.dtype bf16 or fp32 (fp16's GradScaler is not captured)")
         if not 0 <= t.warmup_steps <= t.max_steps:
             raise ValueError(f"train.warmup_steps={t.warmup_steps} must be in [0, train.max_steps={t.max_steps}]")
         for key, beta in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):

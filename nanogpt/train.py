@@ -10,7 +10,9 @@ DDP syncing only on the last); then `optimizer_step`: unscale, clip, ctl.before_
 switch). Every checkpoint holds model, optimizer, scaler, controller, data position and every
 process's RNG, so `resume=auto` continues bit-exactly. A `RunGuard` skips and counts non-finite steps
 (stopping with a checkpoint after train.max_bad_steps in a row) and turns SIGTERM/SIGINT into a
-checkpoint and a clean exit (exit code 0, with the command to resume).
+checkpoint and a clean exit (exit code 0, with the command to resume). With train.cuda_graph=true each
+micro-batch's forward+backward is replayed from a CUDA graph (captured on the first micro-batch, again
+after the dense switch), which removes the per-call host cost of the sparse GEMMs and of every other op.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import sparse_core
 from nanogpt.config import CONFIG_DIR, TrainConfig
 from nanogpt.data.loader import TokenBatches, read_meta
 from nanogpt.model import GPT, GPTConfig
+from sparse_core.graphs import GraphedStep
 from sparse_core.train import (
-    CheckpointError, CheckpointManager, RunGuard, all_reduce_mean, barrier, build_logger, config_to_dict,
+    CheckpointError, CheckpointManager, ConfigError, RunGuard, all_reduce_mean, barrier, build_logger, config_to_dict,
     distributed_session, gather_rng_states, load_config, no_sync_unless, optimizer_step, parse_cli, plot_metrics,
     plot_prefix, progress_bar, restore, restore_rng_states, run_main, set_lr, warmup_cosine_lr,
 )
@@ -70,6 +73,15 @@ def evaluate(model: torch.nn.Module, batches: list, autocast: Any, device: torch
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(total)
     return float(total[0] / total[1])  # .item() sync
+
+
+def _micro_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: Any, n_micro: int) -> torch.Tensor:
+    """Forward + backward of one micro-batch (the part train.cuda_graph captures); its detached loss share."""
+    with autocast:
+        _, loss = model(x, y)
+    loss = loss / n_micro
+    loss.backward()
+    return loss.detach()
 
 
 def _resume(cfg: TrainConfig, ckpt: CheckpointManager, state: dict[str, Any], args: dict[str, Any], env: Any) -> int:
@@ -151,6 +163,10 @@ def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:
     start = _resume(cfg, ckpt, state, asdict(args), env)
 
     model: torch.nn.Module = raw_model
+    if t.cuda_graph and (not cuda or env.world_size > 1):
+        raise ConfigError(f"train.cuda_graph=true needs one CUDA process; this run has {env.world_size} process(es) "
+                          f"on {device.type}")
+    graphed: GraphedStep | None = None  # train.cuda_graph: the captured micro-step
     if t.compile:
         model = torch.compile(model)
     if env.world_size > 1:
@@ -181,6 +197,12 @@ def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:
             micro = train_data.next_step()
             loss_sum = torch.zeros((), device=device)
             for i, (x, y) in enumerate(micro):
+                if t.cuda_graph:
+                    if graphed is None or not graphed.matches_model():  # first batch, or after the dense switch
+                        graphed = GraphedStep(lambda xs, ys: _micro_step(raw_model, xs, ys, autocast, len(micro)),
+                                              raw_model, (x, y))
+                    loss_sum += graphed(x, y)
+                    continue
                 sync = i == len(micro) - 1  # DDP all-reduces gradients on the last micro-batch only
                 with no_sync_unless(model, sync):
                     with autocast:
@@ -189,7 +211,7 @@ def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:
                     scaler.scale(loss).backward()
                 loss_sum += loss.detach()
             result = optimizer_step(raw_model, optimizer, controller=ctl, scaler=scaler,
-                                    clip_norm=t.grad_clip or None, step=step)
+                                    clip_norm=t.grad_clip or None, step=step, grads_to_none=not t.cuda_graph)
             guard.after_step(step, result, loss_sum)  # skipped steps counted; max_bad_steps in a row: save, stop
             train_time += time.perf_counter() - t0  # optimizer_step synced on the grad norm
             done = step + 1

@@ -1,7 +1,7 @@
 """CUDA-graph capture of a training micro-step (forward + backward), with SparseLinear plans kept live.
 
 Eager cuSPARSELt calls spend ~0.7 ms each on the host; replaying a captured graph removes that.
-Usage (static shapes; switch it on in a recipe with e.g. `cuda_graph=True`):
+Usage (static shapes; in nanogpt: `train.cuda_graph=true`):
 
     step = GraphedStep(lambda x, y: loss_fn(model(x), y).backward(), model, (x0, y0))
     for x, y in batches:
@@ -12,7 +12,8 @@ Usage (static shapes; switch it on in a recipe with e.g. `cuda_graph=True`):
 
 Before each replay every SparseLinear rebuilds its operands if its weight or mask changed (once per
 optimizer step) and the new operands are copied into the buffers the graph was captured with.
-Changing a layer's mode, backend, dtype or a product's sparse/dense choice needs a new capture.
+Changing a layer's mode, backend, dtype or a product's sparse/dense choice needs a new capture
+(`matches_model()` turns False).
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ class GraphedStep:
     @staticmethod
     def _signature(m: SparseLinear) -> tuple:
         return (m.mode, m.backend_name, m.mask_kind, m.mvue, m.backward_mask is None)
+
+    def matches_model(self) -> bool:
+        """False once a layer's mode, backend or mask settings changed (e.g. the dense switch): capture again."""
+        layers = self._sparse_layers()
+        return len(layers) == len(self._layers) and all(
+            m is entry[0] and self._signature(m) == entry[3] for m, entry in zip(layers, self._layers))
 
     def refresh_plans(self) -> None:
         """Rebuild changed SparseLinear operands and copy them into the captured buffers."""

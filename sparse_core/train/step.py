@@ -32,8 +32,10 @@ class StepResult:
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, controller: StepController | None = None,
-                   scaler: Any = None, clip_norm: float | None = None, step: int) -> StepResult:
-    """Apply one optimizer update from the accumulated grads of `model`; `step` = updates done before it."""
+                   scaler: Any = None, clip_norm: float | None = None, step: int,
+                   grads_to_none: bool = True) -> StepResult:
+    """Apply one optimizer update from the accumulated grads of `model`; `step` = updates done before it.
+    grads_to_none=False zeroes the grads in place instead (a CUDA graph accumulates into those tensors)."""
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be an int >= 0, got {step!r}")
     if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and 0 < clip_norm < math.inf):
@@ -56,7 +58,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, contro
         if scaler is not None:
             scaler.step(optimizer)  # sees the inf found by unscale_ and skips the update
             scaler.update()  # ... and lowers the scale
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=grads_to_none)
         return StepResult(grad_norm, skipped=True)
 
     if controller is not None:
@@ -69,7 +71,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, contro
         skipped = scaler.get_scale() < scale
     else:
         optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=grads_to_none)
     if controller is not None:
         controller.after_optimizer_step(step)
     return StepResult(grad_norm, skipped)

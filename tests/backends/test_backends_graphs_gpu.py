@@ -69,6 +69,8 @@ def test_changed_mode_needs_recapture():
     m = ffn("cusparselt-fwd-dx")
     x = torch.randn(128, 256, device="cuda", dtype=torch.bfloat16)
     step = GraphedStep(lambda: m(x).sum().backward(), m, ())
+    assert step.matches_model()
     m[0].mode = "dense"
+    assert not step.matches_model()  # what a recipe checks before each replay (nanogpt train.cuda_graph)
     with pytest.raises(RuntimeError, match="capture the graph again"):
         step()

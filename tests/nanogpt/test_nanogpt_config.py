@@ -56,6 +56,15 @@ def test_bad_config_is_a_clear_error(override: str, words: str) -> None:
         load_config(TrainConfig, CONFIG_DIR, "tiny", [override])
 
 
+@pytest.mark.parametrize("overrides, words", [
+    (["train.cuda_graph=true", "train.compile=true"], "exclude each other"),
+    (["train.cuda_graph=true", "train.dtype=fp16"], "fp16"),
+])
+def test_cuda_graph_conflicts_are_clear_errors(overrides: list[str], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load_config(TrainConfig, CONFIG_DIR, "tiny", overrides)
+
+
 def test_cli_reports_config_error_without_traceback(repo) -> None:
     proc = subprocess.run([sys.executable, "-m", "nanogpt.train", "train.nonsense=3"], cwd=repo,
                           capture_output=True, text=True, timeout=120)
