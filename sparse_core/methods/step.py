@@ -84,7 +84,8 @@ class STEP(SparseMethod):
                     continue
                 state, beta2 = found
                 v = state["exp_avg_sq"]
-                t = float(state["step"]) + 1
+                count = state["step"]  # a tensor (on the GPU for fused/capturable Adam): no host sync
+                t = count.double() + 1 if torch.is_tensor(count) else float(count) + 1
                 target = self.v_frozen[fqn] * (1 - beta2**t)  # Adam divides by (1 - beta2^t)
                 c = (1 - beta2) * p.grad * p.grad  # Adam's next update: v <- beta2 v + c
                 # floor: where target << c, rounding could make Adam's v slightly negative (sqrt -> NaN)
