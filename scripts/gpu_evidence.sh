@@ -79,7 +79,7 @@ job() {  # job <name>: the command of one job
                   nomvue) extra+=(sparse.mvue=false) ;;
                   magnitude) extra+=(sparse.mask_kind=magnitude) ;;
                   r[0-9]*) extra+=(sparse.mask_refresh_interval=${part#r}) ;;
-                  l[0-9]*) extra+=(sparse.lambda_w=${part#l}) ;;
+                  l*) extra+=(sparse.lambda_w=${part#l}) ;;  # e.g. l2e-4, lauto
                   *) echo "unknown ablation part $part" >&2; return 2 ;;
                 esac; done
                 corpus sitepy "$SITE" --val-fraction 0.02 && python3 -m nanogpt.train "${GPT[@]}" "${AB[@]}" "${extra[@]}" run_name=$1 ;;
