@@ -6,8 +6,9 @@
 # Jobs (defaults reproduce the first evidence call):
 #   gpt-dense gpt-2by4 gpt-srste   GPT-2 124M, 200 steps on the stdlib corpus (results/nanogpt)
 #   ddp-1gpu / ddp-2gpu            GPT-2 124M 2by4, 300 steps, same global batch on 1 and 2 GPUs (BOTH: ddp-2gpu)
-#   long-dense long-2by4           GPT-2 124M, LONG_STEPS steps on the site-packages corpus (2by4: lambda 6e-5)
+#   long-dense long-2by4[+parts]   GPT-2 124M, LONG_STEPS steps on the site-packages corpus
 #   ab-dense ab-srste ab-2by4[+nomvue][+magnitude][+r<N>][+l<X>] ab-2by4-ref  GPT-2 124M ablation, AB_STEPS steps
+#   (jobs pin the mask refresh interval the committed results ran with where the method default has changed since)
 #   deit-dense deit-2by4           DeiT-tiny on the CIFAR-10 subset; deit-profile-{dense,2by4}: FFN share of a step
 #   cram-dense cram-2by4 glue-dense glue-2by4   a small Cramming BERT and its GLUE fine-tuning
 #   gpu-tests (GPU_TESTS, default tests/kernels tests/backends)  gpu-marked (the gpu-marked tests of the other areas)
@@ -58,6 +59,20 @@ CRAM=(model.hidden_size=256 model.num_layers=4 model.num_heads=4 model.intermedi
 GLUE=(--config-name glue-quick data_dir=$SHARED/glue epochs=2 max_train_rows=4000 max_eval_rows=1000)
 TORCHRUN=(torchrun --standalone --nproc_per_node=2 -m nanogpt.train)
 
+sparse_parts() {  # sparse_parts "+r1+l2e-4": sets extra=(overrides); parts: nomvue, magnitude (mask kind),
+  # r<N> (mask refresh interval), l<X> (lambda_w, e.g. l2e-4, lauto)
+  extra=()
+  local part parts
+  IFS=+ read -ra parts <<< "${1#+}"
+  for part in "${parts[@]}"; do case $part in
+    nomvue) extra+=(sparse.mvue=false) ;;
+    magnitude) extra+=(sparse.mask_kind=magnitude) ;;
+    r[0-9]*) extra+=(sparse.mask_refresh_interval=${part#r}) ;;
+    l?*) extra+=(sparse.lambda_w=${part#l}) ;;
+    *) echo "unknown part $part" >&2; return 2 ;;
+  esac; done
+}
+
 job() {  # job <name>: the command of one job
   case $1 in
     gpt-dense)  corpus pysrc "$STDLIB" && python3 -m nanogpt.train "${GPT[@]}" "${SHORT[@]}" method=dense run_name=gpt124M-dense ;;
@@ -66,29 +81,29 @@ job() {  # job <name>: the command of one job
     ddp-1gpu)   corpus pysrc "$STDLIB" && python3 -m nanogpt.train "${GPT[@]}" "${DDP[@]}" run_name=ddp-1gpu ;;
     ddp-2gpu)   corpus pysrc "$STDLIB" && "${TORCHRUN[@]}" "${GPT[@]}" "${DDP[@]}" run_name=ddp-2gpu ;;
     long-dense) corpus sitepy "$SITE" --val-fraction 0.02 && python3 -m nanogpt.train "${GPT[@]}" "${LONG[@]}" method=dense run_name=long-dense ;;
-    long-2by4)  corpus sitepy "$SITE" --val-fraction 0.02 && python3 -m nanogpt.train "${GPT[@]}" "${LONG[@]}" method=2by4 sparse.lambda_w=6e-5 run_name=long-2by4 ;;
+    long-2by4|long-2by4+*)  # '+'-joined parts as for ab-*; the 2000-step run of results/nanogpt: long-2by4+r40+l6e-5
+                local extra
+                sparse_parts "${1#long-2by4}" || return 2
+                corpus sitepy "$SITE" --val-fraction 0.02 && python3 -m nanogpt.train "${GPT[@]}" "${LONG[@]}" method=2by4 \
+                  "${extra[@]}" run_name=$1 ;;
     ab-2by4-ref)  # the same 2by4 on the plain-torch reference backend, torch mask rule: no kernel or cuSPARSELt
                 corpus sitepy "$SITE" --val-fraction 0.02 && SPARSE_CORE_MASK_KERNEL=0 python3 -m nanogpt.train "${GPT[@]}" \
-                  "${AB[@]}" method=2by4 sparse.backend=reference run_name=$1 ;;
-    ab-dense|ab-srste|ab-2by4|ab-2by4+*)  # ablation of 2by4's parts, AB_STEPS steps; '+'-joined parts:
-                # nomvue, magnitude (mask kind), r<N> (mask refresh interval N), l<X> (lambda_w X)
-                local m=${1#ab-} part; local extra=(method=${m%%+*})
-                [[ $m == srste ]] && extra=(method=sr-ste)
-                IFS=+ read -ra parts <<< "${m#*+}"
-                [[ $m == *+* ]] && for part in "${parts[@]}"; do case $part in
-                  nomvue) extra+=(sparse.mvue=false) ;;
-                  magnitude) extra+=(sparse.mask_kind=magnitude) ;;
-                  r[0-9]*) extra+=(sparse.mask_refresh_interval=${part#r}) ;;
-                  l*) extra+=(sparse.lambda_w=${part#l}) ;;  # e.g. l2e-4, lauto
-                  *) echo "unknown ablation part $part" >&2; return 2 ;;
-                esac; done
+                  "${AB[@]}" method=2by4 sparse.mask_refresh_interval=40 sparse.backend=reference run_name=$1 ;;
+    ab-dense|ab-srste|ab-2by4|ab-2by4+*)  # ablation of 2by4's parts, AB_STEPS steps ('+'-joined parts: sparse_parts)
+                local m=${1#ab-} extra
+                sparse_parts "${m#"${m%%+*}"}" || return 2
+                case ${m%%+*} in  # 2by4 pinned to the 40-step refresh these runs had, unless a part says r<N>
+                  dense) extra=(method=dense "${extra[@]}") ;;
+                  srste) extra=(method=sr-ste "${extra[@]}") ;;
+                  *) extra=(method=2by4 sparse.mask_refresh_interval=40 "${extra[@]}") ;;
+                esac
                 corpus sitepy "$SITE" --val-fraction 0.02 && python3 -m nanogpt.train "${GPT[@]}" "${AB[@]}" "${extra[@]}" run_name=$1 ;;
     deit-dense) python3 -m deit.train "${DEIT[@]}" optim.epochs=15 method=dense run_name=deit-dense ;;
-    deit-2by4)  python3 -m deit.train "${DEIT[@]}" optim.epochs=15 method=2by4 run_name=deit-2by4 ;;
+    deit-2by4)  python3 -m deit.train "${DEIT[@]}" optim.epochs=15 method=2by4 sparse.mask_refresh_interval=40 run_name=deit-2by4 ;;
     deit-profile-dense|deit-profile-2by4)
                 python3 -m deit.eval.step_profile "${DEIT[@]}" method=${1#deit-profile-} --warmup 5 --steps 15 --out "$RUNS/$1.json" ;;
     cram-dense) python3 -m cramming.train "${CRAM[@]}" method=dense run_name=cram-dense ;;
-    cram-2by4)  python3 -m cramming.train "${CRAM[@]}" method=2by4 run_name=cram-2by4 ;;
+    cram-2by4)  python3 -m cramming.train "${CRAM[@]}" method=2by4 sparse.mask_refresh_interval=40 run_name=cram-2by4 ;;
     glue-dense) python3 -m cramming.eval.glue "${GLUE[@]}" checkpoint=$RUNS/cram-dense/model ;;
     glue-2by4)  python3 -m cramming.eval.glue "${GLUE[@]}" checkpoint=$RUNS/cram-2by4/model ;;
     gpu-tests)  python3 -m pytest -q -p no:cacheprovider ${GPU_TESTS:-tests/kernels tests/backends} ;;
@@ -110,7 +125,7 @@ run() {  # run <gpus> <name>: one job on the given GPUs within the deadline, log
   local gpus=$1 name=$2 t0=$SECONDS left=$((DEADLINE - SECONDS))
   if (( left < 10 )); then echo "$name skipped: deadline" >> "$RUNS/timings.txt"; return; fi
   CUDA_VISIBLE_DEVICES=$gpus timeout "$left" bash -c "$(declare -p GPT SHORT DDP LONG DEIT CRAM GLUE TORCHRUN \
-    AB RUNS SHARED STDLIB SITE; declare -f job corpus); job $name" > "$RUNS/$name.log" 2>&1
+    AB RUNS SHARED STDLIB SITE; declare -f job corpus sparse_parts); job $name" > "$RUNS/$name.log" 2>&1
   echo "$name gpus=$gpus rc=$? seconds=$((SECONDS - t0))" >> "$RUNS/timings.txt"
 }
 
