@@ -12,7 +12,9 @@ process's RNG, so `resume=auto` continues bit-exactly. A `RunGuard` skips and co
 (stopping with a checkpoint after train.max_bad_steps in a row) and turns SIGTERM/SIGINT into a
 checkpoint and a clean exit (exit code 0, with the command to resume). With train.cuda_graph=true each
 micro-batch's forward+backward is replayed from a CUDA graph (captured on the first micro-batch, again
-after the dense switch), which removes the per-call host cost of the sparse GEMMs and of every other op.
+after the dense switch), which removes the per-call host cost of the sparse GEMMs and of every other op;
+there a resumed run is not bit-exact (the capture's warm-up passes draw random numbers at the step where
+they happen) and test faults injected into the loss (SPARSE_CORE_FAULT=nan_loss) do not reach the graph.
 """
 
 from __future__ import annotations
@@ -199,6 +201,8 @@ def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:
             for i, (x, y) in enumerate(micro):
                 if t.cuda_graph:
                     if graphed is None or not graphed.matches_model():  # first batch, or after the dense switch
+                        graphed = None  # free the old graph's memory pool before capturing the new one
+                        torch.cuda.empty_cache()
                         graphed = GraphedStep(lambda xs, ys: _micro_step(raw_model, xs, ys, autocast, len(micro)),
                                               raw_model, (x, y))
                     loss_sum += graphed(x, y)

@@ -24,8 +24,8 @@ def inclusion_probabilities(a: torch.Tensor) -> torch.Tensor:
     p = torch.where(total > 0, a / total.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
     # S - a_j summed from the other three entries, not subtracted: S - a_j rounds to 0 in float32 when a_j
     # dominates its group by ~2**24, which would inflate the small entries' kept values
-    others = 1 - torch.eye(4, dtype=a.dtype, device=a.device)
-    rest = a @ others  # > 0 whenever some other entry is non-zero
+    a0, a1, a2, a3 = a.unbind(-1)  # elementwise sums, not a matmul: TF32/bf16 matmul modes would round them
+    rest = torch.stack([a1 + a2 + a3, a0 + a2 + a3, a0 + a1 + a3, a0 + a1 + a2], -1)  # > 0 if another entry is
     second = torch.where(rest > 0, p / rest.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
     # sum over j != i of p_j / (S - a_j), times a_i
     cross = (second.sum(-1, keepdim=True) - second) * a

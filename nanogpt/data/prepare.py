@@ -9,7 +9,7 @@ Sources: `stdlib` is the Python standard library's own source (top-level public 
 first ~2 MB), present on every machine. `shakespeare` is read from the project's shared data folder,
 else downloaded once and checked against its sha256. `openwebtext` is streamed through Hugging Face
 `datasets` (downloads only when asked for). Text sources split 90/10 by characters; OpenWebText and a
-GPT-2 BPE folder of at least 1/val_fraction files send every (1/val_fraction)-th document (file) to val. The output folder is printed last on stdout.
+GPT-2 BPE folder of at least 1/val_fraction files send document (file) i to val when i % (1/val_fraction) == 0. The output folder is printed last on stdout.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def _prepare_text(text: str, tokenizer: Tokenizer, out_dir: Path, val_fraction: 
 
 def _prepare_documents(docs: Iterable[str], tokenizer: GPT2Tokenizer, out_dir: Path, val_every: int,
                        batch_docs: int = 1024) -> dict[str, int]:
-    """Tokenize a document stream in batches (threaded), <|endoftext|> after each; every val_every-th doc -> val."""
+    """Tokenize a document stream in batches (threaded), <|endoftext|> after each; doc i % val_every == 0 -> val."""
     threads = min(32, os.cpu_count() or 1)
     train, val = _TokenFile(out_dir / "train.bin"), _TokenFile(out_dir / "val.bin")
     batch: list[str] = []
@@ -180,7 +180,7 @@ def _prepare_documents(docs: Iterable[str], tokenizer: GPT2Tokenizer, out_dir: P
 
     def flush(start: int) -> None:
         for j, ids in enumerate(tokenizer.encode_batch(batch, num_threads=threads)):
-            (val if (start + j) % val_every == val_every - 1 else train).write(ids + [tokenizer.eot])
+            (val if (start + j) % val_every == 0 else train).write(ids + [tokenizer.eot])
 
     for doc in docs:
         batch.append(doc)
@@ -217,8 +217,8 @@ def prepare(data: str, root: str | Path = "out/data", tokenizer: str | None = No
         raise ValueError("openwebtext is prepared with the gpt2 tokenizer only")
     if val_fraction is None:
         val_fraction = 0.005 if source == "openwebtext" else 0.1
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not 0.0 < val_fraction <= 0.5:
+        raise ValueError(f"val_fraction must be in (0, 0.5], got {val_fraction}")
     out_dir = Path(root) / name
     if skip_existing and all((out_dir / f).is_file() for f in ("train.bin", "val.bin", "meta.json")):
         _log(f"{out_dir} already prepared")
@@ -233,7 +233,7 @@ def prepare(data: str, root: str | Path = "out/data", tokenizer: str | None = No
         counts = _prepare_documents(_openwebtext_docs(max_docs), tok, out_dir, val_every=round(1 / val_fraction))
         meta["hf_dataset"] = OPENWEBTEXT_HF
     elif folder is not None and folder.is_dir() and len(paths := local_files(folder, glob)) >= round(1 / val_fraction):
-        # a large folder: one document per file, tokenized in threads, every round(1/val_fraction)-th file to val
+        # a large folder: one document per file, tokenized in threads, file i to val when i % round(1/val_fraction) == 0
         meta["files"] = [str(p.relative_to(folder)) for p in paths[:1000]]
         tok = GPT2Tokenizer()
         counts = _prepare_documents(map(_read, paths), tok, out_dir, val_every=round(1 / val_fraction))
@@ -250,6 +250,10 @@ def prepare(data: str, root: str | Path = "out/data", tokenizer: str | None = No
         meta["text_sha256"] = _sha256_bytes(text.encode("utf-8"))
         tok = build_tokenizer(kind, text)
         counts = _prepare_text(text, tok, out_dir, val_fraction)
+    empty = [k for k in ("train_tokens", "val_tokens") if counts[k] == 0]
+    if empty:
+        raise ValueError(f"preparing {data!r} left {' and '.join(empty)} at 0 (val_fraction={val_fraction}, "
+                         f"{counts.get('documents', 'no')} documents): give more data or another val_fraction")
     meta.update(tok.meta())
     meta.update(counts)
     _write_meta(out_dir, meta)

@@ -180,8 +180,12 @@ def _check(a: torch.Tensor, b: torch.Tensor, alg_id: int = 0) -> None:
     if a.numel() * 16 < m * k * 9:  # values (half) + metadata (1/16) of an (m, k) 2:4 matrix
         raise ValueError(f"compressed a {tuple(a.shape)} is too small for an ({m}, {k}) 2:4 matrix (k = b.shape[0]); "
                          f"is b the right operand/orientation?")
-    if isinstance(alg_id, bool) or not isinstance(alg_id, int) or alg_id < 0:
-        raise ValueError(f"alg_id must be a non-negative int, got {alg_id!r}")
+    if isinstance(alg_id, bool) or not isinstance(alg_id, int) or not 0 <= alg_id < 2**31:
+        raise ValueError(f"alg_id must be an int in [0, 2**31), got {alg_id!r}")
+    misaligned = [name for name, t in (("a", a), ("b", b)) if t.data_ptr() % 16]
+    if misaligned:
+        raise ValueError(f"{' and '.join(misaligned)} must start on a 16-byte boundary (cuSPARSELt's alignment); "
+                         f"pass a fresh or .clone()d tensor, not an offset view")
     if a.device.type != "cuda" or b.device != a.device:
         raise ValueError(f"a and b must be on the same CUDA device, got {a.device} and {b.device}")
 

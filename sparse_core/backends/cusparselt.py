@@ -14,8 +14,8 @@ same (masked) operands, so the math never changes, only the speed. Rules, all do
 - host cost: each eager `_cslt_sparse_mm` spends 0.4-0.7 ms planning on the CPU. Option mm (env
   SPARSE_CORE_CUSPARSELT_MM) = 'auto' (default) | 'plans' | 'torch': 'plans' runs the GEMMs through
   `cslt_ext.sparse_mm`, a small C++ extension caching cuSPARSELt plans (15-45 us of host time per call on
-  the H200, bit-identical results; compiled once per machine on first use); 'auto' = 'plans' when it
-  builds, else torch's op with a warning. Capturing the step in a CUDA graph (`sparse_core.graphs`)
+  the H200, bit-identical results; compiled once per machine on first use; an explicit 'plans' that cannot
+  build is an error); 'auto' = 'plans' when it builds, else torch's op with a warning. Capturing the step in a CUDA graph (`sparse_core.graphs`)
   removes the host cost too, and combines with either.
 - `torch.compile` does not trace into these products: they are excluded with
   `torch.compiler.disable`, so a compiled model graph-breaks around each sparse layer and still works.
@@ -221,6 +221,9 @@ class CusparseltBackend(Backend):
             from sparse_core.backends import cslt_ext
 
             reason = cslt_ext.available()
+            if reason is not None and self.mm == "plans":
+                raise RuntimeError(f"cusparselt backend: mm='plans' was asked for but the plan-caching extension is "
+                                   f"unavailable ({reason}); use mm='auto' or 'torch'")
             if reason is not None:
                 warnings.warn(f"cusparselt backend: mm={self.mm!r}: the plan-caching extension is unavailable "
                               f"({reason}); using torch._cslt_sparse_mm (0.4-0.7 ms host time per call)", stacklevel=4)

@@ -8,7 +8,8 @@ at run time: pass a one-element int64 CUDA tensor (e.g. drawn with torch.randint
 generator) to get fresh draws on every replay of a captured CUDA graph; an int seed is put in such a
 tensor first (one fill launch), so int and tensor seeds of equal value give identical outputs. Not the
 same stream as torch's generator, so unbiasedness, not bit equality, is what is checked against
-`mvue_24`.
+`mvue_24`. On the GPU the divisions use the approximate reciprocal (`rcp.approx.ftz`): a group whose
+partial sums are subnormal (< 1.2e-38) or above 2**126 falls back to a valid 2:4 but biased result.
 """
 
 from __future__ import annotations

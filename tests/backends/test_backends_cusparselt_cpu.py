@@ -77,8 +77,10 @@ def test_matmul_option(monkeypatch):
     assert b.mm == "plans" and "mm=plans" in b.describe()
     if torch.cuda.is_available():
         pytest.skip("has CUDA: the extension may build")
+    with pytest.raises(RuntimeError, match="mm='plans' was asked for"):
+        b._matmul()
     with pytest.warns(UserWarning, match="extension is unavailable"):
-        assert b._matmul() is torch._cslt_sparse_mm
+        assert CusparseltBackend(compress="torch", mm="auto")._matmul() is torch._cslt_sparse_mm
 
 
 def test_graphed_step_needs_cuda():

@@ -57,7 +57,7 @@ def test_generated_file_and_folder(shared_data, tmp_path) -> None:  # shared_dat
 
 
 def test_large_folder_is_split_by_file(shared_data, tmp_path) -> None:
-    """A folder of >= 1/val_fraction files: one document per file, every 5th file (val_fraction 0.2) to val."""
+    """A folder of >= 1/val_fraction files: one document per file, files 0 and 5 (val_fraction 0.2) to val."""
     (tmp_path / "corpus").mkdir()
     texts = [f"file {i} says " + "word " * (i + 3) for i in range(10)]
     for i, t in enumerate(texts):
@@ -67,8 +67,8 @@ def test_large_folder_is_split_by_file(shared_data, tmp_path) -> None:
     eot = "<|endoftext|>"
     val = tok.decode(np.fromfile(out / "val.bin", np.uint16).tolist())
     train = tok.decode(np.fromfile(out / "train.bin", np.uint16).tolist())
-    assert val == texts[4] + eot + texts[9] + eot
-    assert train == "".join(t + eot for i, t in enumerate(texts) if i not in (4, 9))
+    assert val == texts[0] + eot + texts[5] + eot
+    assert train == "".join(t + eot for i, t in enumerate(texts) if i not in (0, 5))
 
 
 def test_bad_sources_are_clear_errors(tmp_path) -> None:
@@ -78,6 +78,11 @@ def test_bad_sources_are_clear_errors(tmp_path) -> None:
         prepare("stdlib", root=tmp_path, tokenizer="bytes")
     with pytest.raises(FileNotFoundError, match="prepare"):
         read_meta(tmp_path)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 0.5\], got 0.7"):
+        prepare("stdlib_char", root=tmp_path, val_fraction=0.7)
+    (tmp_path / "one.txt").write_text("a")  # 90/10 of one character: nothing for train
+    with pytest.raises(ValueError, match="train_tokens at 0"):
+        prepare(str(tmp_path / "one.txt"), root=tmp_path, tokenizer="char")
 
 
 def test_stdlib_default_is_small_and_deterministic(stdlib_char, tmp_path) -> None:
@@ -121,5 +126,5 @@ def test_document_stream_writer(shared_data, tmp_path) -> None:
     train = np.fromfile(tmp_path / "train.bin", np.uint16).tolist()
     val = np.fromfile(tmp_path / "val.bin", np.uint16).tolist()
     assert counts == {"documents": 7, "train_tokens": len(train), "val_tokens": len(val)}
-    assert tok.decode(val).split("<|endoftext|>")[:-1] == [docs[2], docs[5]]
-    assert tok.decode(train).split("<|endoftext|>")[:-1] == [docs[i] for i in (0, 1, 3, 4, 6)]
+    assert tok.decode(val).split("<|endoftext|>")[:-1] == [docs[0], docs[3], docs[6]]
+    assert tok.decode(train).split("<|endoftext|>")[:-1] == [docs[i] for i in (1, 2, 4, 5)]
