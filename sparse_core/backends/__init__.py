@@ -16,6 +16,7 @@ __all__ = ["Backend", "SparseOperands", "BACKENDS", "register_backend", "resolve
 BACKENDS: dict[str, type[Backend]] = {}
 _FAST_ORDER: list[str] = []  # preference order for 'auto'
 _INSTANCES: dict[str, Backend] = {}
+_RESOLVED: dict[tuple[str, torch.device], Backend] = {}  # availability is fixed for a process: resolve once
 
 
 def register_backend(cls: type[Backend], fast: bool = False) -> type[Backend]:
@@ -23,6 +24,7 @@ def register_backend(cls: type[Backend], fast: bool = False) -> type[Backend]:
     if not cls.name:
         raise ValueError(f"backend class {cls.__name__} has no name")
     BACKENDS[cls.name] = cls
+    _RESOLVED.clear()
     if fast and cls.name not in _FAST_ORDER:
         _FAST_ORDER.append(cls.name)
     return cls
@@ -44,8 +46,16 @@ def available_backends(device: torch.device | str) -> dict[str, str | None]:
 
 
 def resolve_backend(name: str, device: torch.device | str) -> Backend:
-    """The backend called `name` ('auto' = fastest available) for tensors on `device`."""
+    """The backend called `name` ('auto' = fastest available) for tensors on `device` (cached: every
+    SparseLinear forward asks)."""
     device = torch.device(device)
+    key = (name, device)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _resolve(name, device)
+    return _RESOLVED[key]
+
+
+def _resolve(name: str, device: torch.device) -> Backend:
     if name == "auto":
         for fast in _FAST_ORDER:
             if BACKENDS[fast].unavailable_reason(device) is None:

@@ -151,3 +151,26 @@ def test_mask_float32_random_on_gpu(shape):
     assert is_transposable_24(mask)
     got, best = block_kept_magnitude(w, mask), block_kept_magnitude(w, transposable_mask_24(w))
     assert torch.all(got >= best * (1 - 1e-6))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_tuning_config_gives_the_same_mask(dtype):
+    """DDP ranks autotune the mask kernel on their own and must still agree on every mask (nanogpt does
+    not broadcast masks): each (tile rows, warps) configuration gives the same bits on random weights."""
+    from sparse_core.kernels.transposable import _MASK_TILE_ROWS, _mask_kernel, _pattern_operands
+
+    w = (torch.randn(1024, 4096, device="cuda", generator=torch.Generator("cuda").manual_seed(2)) * 0.02).to(dtype)
+    pats, codes = _pattern_operands(str(w.device))
+    precision = "ieee" if dtype == torch.float32 else "tf32"
+    masks = []
+    for br in _MASK_TILE_ROWS:
+        for warps in (4, 8):
+            mask = torch.empty(w.shape, dtype=torch.bool, device="cuda")
+            nan = torch.zeros(1, dtype=torch.int32, device="cuda")
+            _mask_kernel[(w.shape[0] // br, w.shape[1] // 64)](w, pats, codes, mask.view(torch.uint8), nan, w.shape[1],
+                                                               BR=br, PRECISION=precision, num_warps=warps)
+            masks.append(mask)
+    assert all(torch.equal(m, masks[0]) for m in masks[1:])
+    assert torch.equal(transposable_mask(w), masks[0])
