@@ -62,6 +62,17 @@ def probe_zero_groups() -> dict:
     return out
 
 
+def torch_baselines(masked: torch.Tensor, tile_input: torch.Tensor) -> dict:
+    """Times of torch's own compressors: `_cslt_compress(masked)` and, where this stack has it, the tile op."""
+    base = {"cslt_compress_ms": bench(lambda: torch._cslt_compress(masked))}
+    try:
+        base["semi_structured_tile_ms"] = bench(lambda: torch._sparse_semi_structured_tile(
+            tile_input, algorithm="largest_abs_values_greedy", use_cutlass=False))
+    except Exception:  # not every torch build has the tile op
+        pass
+    return base
+
+
 def row(name, shape, ms, nbytes, base=None):
     r = {"kernel": name, "shape": list(shape), "ms": round(ms, 5), "bytes": nbytes, "TBps": round(nbytes / ms / 1e9, 3)}
     if base:
@@ -108,12 +119,7 @@ def main() -> None:
         pk = 2 * packed_numel(r, c)
         _, mask = compress_24(w, return_mask=True)
         masked = torch.where(mask, w, 0)
-        base = {"cslt_compress_ms": bench(lambda: torch._cslt_compress(masked))}
-        try:
-            base["semi_structured_tile_ms"] = bench(lambda: torch._sparse_semi_structured_tile(
-                w, algorithm="largest_abs_values_greedy", use_cutlass=False))
-        except Exception:
-            pass
+        base = torch_baselines(masked, w)
         rows.append(row("compress_24(mask)", (r, c), bench(lambda: compress_24(w, mask)), 2 * r * c + r * c + pk, base))
         rows.append(row("compress_24(magnitude)", (r, c), bench(lambda: compress_24(w)), 2 * r * c + pk, base))
         rows.append(row("compress_24(magnitude,T)", (c, r), bench(lambda: compress_24(w, transpose=True)), 2 * r * c + pk, base))
@@ -134,12 +140,7 @@ def main() -> None:
         pk = 2 * packed_numel(n, t)
         _, m = compress_24(dy, transpose=True, return_mask=True)
         dyt_masked = torch.where(m, dy, 0).t().contiguous()
-        base = {"cslt_compress_ms": bench(lambda: torch._cslt_compress(dyt_masked))}
-        try:
-            base["semi_structured_tile_ms"] = bench(lambda: torch._sparse_semi_structured_tile(
-                dyt_masked, algorithm="largest_abs_values_greedy", use_cutlass=False))
-        except Exception:
-            pass
+        base = torch_baselines(dyt_masked, dyt_masked)
         seed = torch.tensor([1234], device="cuda")  # a device seed, as the backend passes it (no fill launch)
         rows.append(row("mvue_compress_t", (n, t), bench(lambda: mvue_compress_t(dy, seed)), 2 * t * n + pk, base))
         rows.append(row("compress_24(magnitude,T) dY", (n, t), bench(lambda: compress_24(dy, transpose=True)), 2 * t * n + pk, base))

@@ -166,8 +166,6 @@ class CrammingConfig:
         self.data.validate()
         self.budget.validate()
         self.optim.validate()
-        if self.method not in sparse_core.METHODS:
-            raise ValueError(f"method must be one of {sorted(sparse_core.METHODS)}, got {self.method!r}")
         if self.data.seq_len > self.model.max_position:
             raise ValueError(f"data.seq_len={self.data.seq_len} exceeds model.max_position={self.model.max_position}")
         if self.dtype not in ("bfloat16", "float16", "float32"):

@@ -4,7 +4,6 @@
 import itertools
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cramming.tokenizer import train_wordpiece
 from cramming.train import build_model, train
 from sparse_core.train import ConfigError, load_config, read_jsonl
 from state_compare import assert_same
+from dist_testutil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # A model and corpus small enough for seconds per run on 2 CPU cores.
@@ -83,6 +83,12 @@ def test_hf_layout_round_trip(tmp_path):
     (["data.seq_len=256"], "max_position"),
     (["no_such_key=1"], "no_such_key"),
     (["optim.lr=fast"], "lr"),
+    (["method=2by4", "sparse.mask_refresh_interval=0"], "mask_refresh_interval"),
+    (["method=2by4", "sparse.dense_ft_fraction=1.5"], "dense_ft_fraction"),
+    (["method=2by4", "sparse.no_such_option=1"], "no_such_option"),
+    (["max_bad_steps=0"], "max_bad_steps"),
+    (["max_bad_steps=x"], "max_bad_steps"),
+    (["model.num_heads=3"], "num_heads"),
 ])
 def test_config_errors(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -131,12 +137,6 @@ def test_resume_is_exact(tmp_path):
         assert torch.equal(v["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_worker(rank: int, base: list[str], ports: list[int]) -> None:
     """One of 2 gloo ranks: 4 steps straight, then 2 + resume + 2 (a fresh process group per run)."""
     torch.set_num_threads(1)  # 2 processes on a 2-core CI box
@@ -153,7 +153,7 @@ def test_resume_is_exact_on_two_gloo_ranks(tmp_path):
     train_wordpiece(itertools.islice(stdlib_docstrings(), 400), vocab_size=512).save(tmp_path / "tok")
     base = TINY + ["method=2by4", "budget.steps=4", "log_interval=2", "checkpoint_interval=0", "sparse.warmup_steps=1",
                    "device=cpu", f"out_dir={tmp_path}", f"data.tokenizer={tmp_path / 'tok'}"]
-    mp.spawn(_rank_worker, args=(base, [_free_port() for _ in range(3)]), nprocs=2, join=True)
+    mp.spawn(_rank_worker, args=(base, [free_port() for _ in range(3)]), nprocs=2, join=True)
     a, b = _final_state(tmp_path / "straight"), _final_state(tmp_path / "resumed")
     for key in ("model", "optimizer", "sparse", "guard", "rng"):
         assert_same(a[key], b[key], key)

@@ -36,6 +36,13 @@ def test_tiny_is_the_cpu_demo():
     ("optim.warmup_epochs=99", "warmup_epochs"),
     ("model.name=deit_small_distilled_patch16_224", "distilled"),
     ("data.source=npz", "data.path"),
+    ("sparse.mask_refresh_interval=0", "mask_refresh_interval"),
+    ("sparse.dense_ft_fraction=1.5", "dense_ft_fraction"),
+    ("sparse.dense_ft_fraction=-0.5", "dense_ft_fraction"),
+    ("model.embed_dim=30 model.num_heads=2", "multiples of 4"),
+    ("model.mlp_ratio=4.1", "multiples of 4"),
+    ("max_bad_steps=0", "max_bad_steps"),
+    ("max_bad_steps=1.5", "max_bad_steps"),
 ])
 def test_bad_values_are_config_errors(override, needle):
     with pytest.raises(ConfigError, match=needle):

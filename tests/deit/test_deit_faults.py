@@ -1,4 +1,4 @@
-"""Faults in the DeiT recipe: impossible configs refused before training, clear errors for missing, empty or
+"""Faults in the DeiT recipe (impossible configs: test_deit_config.py): clear errors for missing, empty or
 malformed data, and non-finite steps skipped, counted, logged, then stopped with a checkpoint."""
 
 import math
@@ -11,21 +11,7 @@ from deit.config import DataConfig, DeiTConfig
 from deit.data import build_datasets, load_npz
 from deit.train import CONFIG_DIR, train
 from sparse_core.train import CheckpointManager, TrainingDiverged, read_jsonl
-from sparse_core.train.config import ConfigError, load_config
-
-
-@pytest.mark.parametrize("override, needle", [
-    ("sparse.mask_refresh_interval=0", "mask_refresh_interval"),
-    ("sparse.dense_ft_fraction=1.5", "dense_ft_fraction"),
-    ("sparse.dense_ft_fraction=-0.5", "dense_ft_fraction"),
-    ("model.embed_dim=30 model.num_heads=2", "multiples of 4"),
-    ("model.mlp_ratio=4.1", "multiples of 4"),
-    ("max_bad_steps=0", "max_bad_steps"),
-    ("max_bad_steps=1.5", "max_bad_steps"),
-])
-def test_impossible_configs_are_refused(override, needle):
-    with pytest.raises(ConfigError, match=needle):
-        load_config(DeiTConfig, CONFIG_DIR, "tiny", override.split())
+from sparse_core.train.config import load_config
 
 
 def test_empty_image_folder(tmp_path):

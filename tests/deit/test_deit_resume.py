@@ -7,7 +7,6 @@ The same holds on 2 gloo ranks, each of which must continue its own random strea
 """
 
 import os
-import socket
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from deit.train import CONFIG_DIR, train
 from sparse_core.train.checkpoint import load_checkpoint
 from sparse_core.train.config import load_config
 from state_compare import assert_same
+from dist_testutil import free_port
 
 COMMON = ["batch_size=16", "grad_accum=2", "data.source=npz", "data.img_size=16", "model.embed_dim=32",
           "model.depth=2", "model.num_heads=2", "model.drop_path=0.1", "aug.mixup=0.8", "aug.cutmix=1.0",
@@ -53,12 +53,6 @@ def test_resume_is_exact(tmp_path):
     assert straight["val/top1"] == resumed["val/top1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_worker(rank: int, tmp_path, ports: list[int]) -> None:
     """One of 2 gloo ranks: 4 steps straight, then 2 + resume + 2 (a fresh process group per run)."""
     torch.set_num_threads(1)  # 2 processes on a 2-core CI box
@@ -74,7 +68,7 @@ def test_resume_is_exact_on_two_gloo_ranks(tmp_path):
     (a reseeded rank 1 changes the gradients, hence the weights)."""
     _write_images(tmp_path)
     # 180 images / 2 ranks / 8 = 12 micro-batches per epoch and rank, 6 optimizer steps
-    mp.spawn(_rank_worker, args=(tmp_path, [_free_port() for _ in range(3)]), nprocs=2, join=True)
+    mp.spawn(_rank_worker, args=(tmp_path, [free_port() for _ in range(3)]), nprocs=2, join=True)
     _, a = load_checkpoint(tmp_path / "straight" / "ckpt" / "ckpt_00000004.pt")
     _, b = load_checkpoint(tmp_path / "split" / "ckpt" / "ckpt_00000004.pt")
     a["config"]["run_name"] = b["config"]["run_name"]

@@ -50,10 +50,16 @@ def test_overrides_reach_every_section() -> None:
     ("train.warmup_steps=1000", "warmup_steps"),
     ("log.wandb=cloud", "cloud"),
     ("resume=/no/such/ckpt.pt", "resume"),
+    ("sparse.dense_ft_fraction=1.5", "dense_ft_fraction"),
+    ("sparse.dense_ft_fraction=-0.1", "dense_ft_fraction"),
+    ("model.n_embd=30 model.n_head=2", "multiple of 4"),
+    ("train.max_bad_steps=0", "max_bad_steps"),
+    ("train.max_bad_steps=many", "max_bad_steps"),
+    ("train.ckpt_interval=0", "ckpt_interval"),
 ])
 def test_bad_config_is_a_clear_error(override: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
-        load_config(TrainConfig, CONFIG_DIR, "tiny", [override])
+        load_config(TrainConfig, CONFIG_DIR, "tiny", override.split())
 
 
 @pytest.mark.parametrize("overrides, words", [

@@ -1,4 +1,4 @@
-"""Faults in the nanogpt recipe: impossible configs refused before training, clear errors for missing, empty or
+"""Faults in the nanogpt recipe (impossible configs: test_nanogpt_config.py): clear errors for missing, empty or
 malformed data files, and non-finite steps skipped, counted, logged, then stopped with a checkpoint."""
 
 from __future__ import annotations
@@ -13,25 +13,11 @@ import sys
 import pytest
 import torch
 
-from nanogpt.config import CONFIG_DIR, TrainConfig
 from nanogpt.data.loader import TokenBatches, read_meta
 from nanogpt.train import train
-from sparse_core.train import CheckpointError, CheckpointManager, ConfigError, TrainingDiverged, load_config, read_jsonl
+from sparse_core.train import CheckpointError, CheckpointManager, TrainingDiverged, read_jsonl
 
 RUN = "tiny-2by4-stdlib_char"
-
-
-@pytest.mark.parametrize("override, words", [
-    ("sparse.dense_ft_fraction=1.5", "dense_ft_fraction"),
-    ("sparse.dense_ft_fraction=-0.1", "dense_ft_fraction"),
-    ("model.n_embd=30 model.n_head=2", "multiple of 4"),
-    ("train.max_bad_steps=0", "max_bad_steps"),
-    ("train.max_bad_steps=many", "max_bad_steps"),
-    ("train.ckpt_interval=0", "ckpt_interval"),
-])
-def test_impossible_configs_are_refused(override: str, words: str) -> None:
-    with pytest.raises(ConfigError, match=words):
-        load_config(TrainConfig, CONFIG_DIR, "tiny", override.split())
 
 
 def _copy(src, dst):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from sparse_core.train import distributed as D
+from dist_testutil import free_port
 
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -57,9 +57,7 @@ def _worker(rank: int, world_size: int, port: int, results) -> None:
 
 
 def test_two_process_gloo():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(2, port, results), nprocs=2, join=True)
     assert results[0] == (0, 2, [0.5, 5.0], {"seed": 1234})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import torch.multiprocessing as mp
 
 from sparse_core.train import CheckpointManager, Preempted, PreemptionHandler, any_rank, exit_preempted, loss_is_finite
 from sparse_core.train import distributed as D
+from dist_testutil import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -221,9 +221,7 @@ def _worker(rank: int, port: int, results) -> None:
 
 
 def test_one_signalled_rank_stops_every_rank():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     results = mp.Manager().dict()
     # fork, not spawn: the children need not re-import torch (CPU only, so forking is safe)
     mp.start_processes(_worker, args=(port, results), nprocs=2, join=True, start_method="fork")

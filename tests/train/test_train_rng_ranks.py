@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import warnings
 
 import numpy as np
@@ -16,6 +15,7 @@ from sparse_core.train import distributed as D
 from sparse_core.train.checkpoint import (
     CheckpointError, CheckpointManager, RNGState, gather_rng_states, restore_rng_states,
 )
+from dist_testutil import free_port
 
 
 def _draws() -> tuple:
@@ -112,9 +112,7 @@ def _worker(rank: int, port: int, directory: str, results) -> None:
 
 
 def test_two_gloo_ranks_each_get_their_own_stream_back(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     results = mp.Manager().dict()
     # fork, not spawn: the children need not re-import torch (CPU only, so forking is safe)
     mp.start_processes(_worker, args=(port, str(tmp_path), results), nprocs=2, join=True, start_method="fork")
