@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from sparse_core.train.metrics import WANDB_MODES
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 DATA_SOURCES = ("stdlib", "files", "hf")
@@ -170,7 +172,7 @@ class CrammingConfig:
             raise ValueError(f"data.seq_len={self.data.seq_len} exceeds model.max_position={self.model.max_position}")
         if self.dtype not in ("bfloat16", "float16", "float32"):
             raise ValueError(f"dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
-        if self.wandb not in ("offline", "online", "disabled"):
+        if self.wandb not in WANDB_MODES:
             raise ValueError(f"wandb must be offline, online or disabled, got {self.wandb!r}")
         if self.stop_after_steps is not None and self.stop_after_steps < 1:
             raise ValueError(f"stop_after_steps must be >= 1, got {self.stop_after_steps}")

@@ -172,10 +172,13 @@ class MLMBatches:
         """{'input_ids', 'labels'} (micro_batch_size, T) for micro-batch `micro` of optimizer step `step`."""
         slot = (step * self.accumulation + micro) * self.world_size + self.rank
         n = len(self.sequences)
-        rows = []
-        for k in range(slot * self.micro_batch_size, (slot + 1) * self.micro_batch_size):
-            rows.append(self._permutation(k // n)[k % n])
-        ids = self.sequences[torch.stack(rows)]
+        ks = torch.arange(slot * self.micro_batch_size, (slot + 1) * self.micro_batch_size)
+        rows = torch.empty_like(ks)
+        epochs = ks // n
+        for epoch in epochs.unique().tolist():  # one epoch, or two where the micro-batch crosses a boundary
+            at = epochs == epoch
+            rows[at] = self._permutation(epoch)[ks[at] % n]
+        ids = self.sequences[rows]
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + slot) % (2**63))
         inputs, labels = mask_tokens(ids, generator=g, **self.mask_args)
         return {"input_ids": inputs, "labels": labels}

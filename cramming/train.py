@@ -28,9 +28,9 @@ from cramming.config import CONFIG_DIR, CrammingConfig
 from cramming.data import MLMBatches, build_corpus, mask_tokens
 from cramming.model import CrammedBertConfig, CrammedBertForMaskedLM
 from sparse_core.train import (CheckpointManager, RunGuard, all_reduce_mean, barrier, broadcast_object, build_logger,
-                               config_to_dict, distributed_session, gather_rng_states, load_config, no_sync_unless,
-                               one_cycle_lr, optimizer_step, parse_cli, plot_metrics, progress_bar, restore,
-                               restore_rng_states, run_main, set_lr)
+                               config_to_dict, decay_param_groups, distributed_session, gather_rng_states, load_config,
+                               no_sync_unless, one_cycle_lr, optimizer_step, parse_cli, plot_metrics, progress_bar,
+                               restore, restore_rng_states, run_main, set_lr, wrap_ddp)
 
 __all__ = ["build_model", "param_groups", "evaluate_mlm", "train", "main"]
 
@@ -43,13 +43,6 @@ def build_model(cfg: CrammingConfig, vocab_size: int, pad_token_id: int) -> Cram
         num_attention_heads=m.num_heads, intermediate_size=sparse_core.ffn_hidden_dim(m.intermediate_size, cfg.method),
         max_position_embeddings=m.max_position, type_vocab_size=m.type_vocab_size, hidden_dropout_prob=m.dropout,
         layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range, pad_token_id=pad_token_id))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices (linears, embeddings); none on LayerNorm weights and biases."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 @torch.no_grad()
@@ -108,14 +101,14 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
     ctl = sparse_core.sparsify(model, method=cfg.method, total_steps=total_steps, **cfg.sparse)
     model.to(device)
     torch.manual_seed(cfg.seed + 1 + env.rank)  # same init everywhere, then an own stream per rank (MVUE draws)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+    optimizer = torch.optim.AdamW(decay_param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                   betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, fused=device.type == "cuda")
     ctl.bind_optimizer(optimizer)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.dtype == "float16" else None
     autocast = _autocast_factory(device, cfg.dtype)
     fwd = model
     if env.world_size > 1:
-        fwd = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        fwd = wrap_ddp(model, device)
     if cfg.compile:
         fwd = torch.compile(fwd)
 
@@ -138,7 +131,7 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
     guard = RunGuard(save, max_bad_steps=cfg.max_bad_steps)  # non-finite steps, SIGTERM/SIGINT, test faults
     guard.install(model, optimizer)
     state["guard"] = guard
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before, saved_at = 0, 0.0, None
     found = ckpt.load_latest(map_location=device) if cfg.resume else None
     if found is not None:
         step, loaded = found
@@ -213,12 +206,14 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
                 logger.log({"val/loss": val_loss}, step)
             if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
                 save(step)
+                saved_at = step
             guard.stop_if_requested(step)  # SIGTERM/SIGINT: checkpoint, say how to resume, exit 0
     bar.close()
 
     # ---- final: checkpoint, validation, HF export, plots, summary ----
     elapsed = elapsed_before + time.perf_counter() - start
-    save(step, elapsed)
+    if saved_at != step:  # the loop's last interval checkpoint may already be this step's
+        save(step, elapsed)
     finished = stop_step is None or step < stop_step
     if len(val_rows) and val_step != step:
         val_loss = evaluate_mlm(model, val_rows, batches, device, autocast, cfg.optim.micro_batch_size)

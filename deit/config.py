@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 import sparse_core
+from sparse_core.train.metrics import WANDB_MODES
 
 __all__ = ["DataConfig", "ModelConfig", "AugConfig", "OptimConfig", "DeiTConfig", "config_from_dict",
            "DATA_SOURCES", "OPTIMIZERS"]
@@ -167,7 +168,7 @@ class DeiTConfig:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype must be 'bfloat16' or 'float32', got {self.dtype!r}")
-        if self.wandb not in ("offline", "online", "disabled"):
+        if self.wandb not in WANDB_MODES:
             raise ValueError(f"wandb must be 'offline', 'online' or 'disabled', got {self.wandb!r}")
         if not self.run_name or "/" in self.run_name:
             raise ValueError(f"run_name must be a non-empty name without '/', got {self.run_name!r}")

@@ -37,7 +37,8 @@ from deit.models import build_model
 from sparse_core import SparseLinear
 from sparse_core.train.checkpoint import CheckpointManager, gather_rng_states, restore, restore_rng_states
 from sparse_core.train.config import config_to_dict, load_config, parse_cli
-from sparse_core.train.distributed import DistEnv, all_reduce_mean, barrier, distributed_session, no_sync_unless
+from sparse_core.train.distributed import (DistEnv, all_reduce_mean, barrier, distributed_session, no_sync_unless,
+                                          wrap_ddp)
 from sparse_core.train.metrics import build_logger, progress_bar
 from sparse_core.train.plots import plot_metrics, plot_prefix
 from sparse_core.train.resilience import RunGuard, run_main
@@ -154,7 +155,7 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
     last_step = min(total_steps, cfg.max_steps or total_steps)
     ddp_model: nn.Module = model
     if env.world_size > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if pin else None)
+        ddp_model = wrap_ddp(model, device)
 
     # ---- checkpoint state and resume -----------------------------------------------------------
     ckpt = CheckpointManager(run_dir / "ckpt", keep_last=cfg.keep_last)

@@ -11,12 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from sparse_core.train.metrics import WANDB_MODES
+
 __all__ = ["ModelSection", "DataSection", "TrainSection", "SparseSection", "LogSection", "TrainConfig",
            "CONFIG_DIR"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DTYPES = ("bf16", "fp16", "fp32")
-WANDB_MODES = ("offline", "online", "disabled")
 
 
 @dataclass

@@ -146,13 +146,6 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
         return logits, loss
 
-    def optim_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: weight decay on matrices and embeddings, none on biases and LayerNorm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
     @torch.no_grad()
     def generate(
         self,

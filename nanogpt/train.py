@@ -36,9 +36,9 @@ from nanogpt.data.loader import TokenBatches, read_meta
 from nanogpt.model import GPT, GPTConfig
 from sparse_core.graphs import GraphedStep
 from sparse_core.train import (
-    CheckpointError, CheckpointManager, ConfigError, RunGuard, all_reduce_mean, barrier, build_logger, config_to_dict,
+    CheckpointError, CheckpointManager, ConfigError, RunGuard, decay_param_groups, all_reduce_mean, barrier, build_logger, config_to_dict,
     distributed_session, gather_rng_states, load_config, no_sync_unless, optimizer_step, parse_cli, plot_metrics,
-    plot_prefix, progress_bar, restore, restore_rng_states, run_main, set_lr, warmup_cosine_lr,
+    plot_prefix, progress_bar, restore, restore_rng_states, run_main, set_lr, warmup_cosine_lr, wrap_ddp,
 )
 
 __all__ = ["train", "build_model", "model_args", "main"]
@@ -141,7 +141,7 @@ def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:
     args = model_args(cfg, meta["vocab_size"])
     raw_model, ctl = build_model(args, cfg.method, t.max_steps, cfg.sparse.options(), device)
     torch.manual_seed(cfg.seed + 1 + env.rank)  # then an own stream per process (MVUE draws, dropout)
-    optimizer = torch.optim.AdamW(raw_model.optim_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
+    optimizer = torch.optim.AdamW(decay_param_groups(raw_model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
                                   fused=cuda)
     ctl.bind_optimizer(optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
@@ -172,9 +172,7 @@ def _train(cfg: TrainConfig, env: Any) -> dict[str, float]:
     if t.compile:
         model = torch.compile(model)
     if env.world_size > 1:
-        # masks are recomputed identically on every process from identical weights: no buffer broadcast
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if cuda else None, broadcast_buffers=False)
+        model = wrap_ddp(model, device)
 
     # ---- logging -------------------------------------------------------------------------------------------
     end = t.stop_at or t.max_steps

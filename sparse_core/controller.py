@@ -40,6 +40,17 @@ def next_lambda(lam: float, flip_rate: float, *, low: float, high: float, growth
     return lam, True
 
 
+def _decay_gradient(grad: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, lam: float) -> None:
+    """grad += lam (1 - mask) weight: one fused pass on CUDA (sparse_core.kernels.masked_decay_), torch elsewhere."""
+    if grad.is_cuda and grad.is_contiguous() and weight.is_contiguous():
+        from sparse_core.kernels import has_triton, masked_decay_  # lazy: imports triton when present
+
+        if has_triton():
+            masked_decay_(grad, weight, mask, lam)
+            return
+    grad.add_(weight * ~mask, alpha=lam)
+
+
 class SparseController:
     """Runs a method's dynamics on the SparseLinear layers of one model."""
 
@@ -52,8 +63,9 @@ class SparseController:
         self.lambda_w = method.lambda_init if method.lambda_w == "auto" else float(method.lambda_w)
         self.lambda_settled = method.lambda_w != "auto"
         self.dense = False
-        self.flip_rates: dict[str, float] = {}
-        self.flip_rate = 0.0
+        self._flip_rates: dict[str, float] = {}
+        self._flip_rate = 0.0
+        self._pending: tuple[list[tuple[str, int]], torch.Tensor] | None = None  # refreshed, not read back yet
         method.setup(self)
         if self.dense_start == 0:
             self._switch_to_dense()
@@ -85,12 +97,11 @@ class SparseController:
         if self.method.decay != "none" and self.lambda_w != 0.0:
             with torch.no_grad():
                 for layer in self.sparse_layers():
-                    pruned = ~layer.mask
                     if self.method.decay == "gradient":
                         if layer.weight.grad is not None:  # g <- g + lambda (1 - M) W
-                            layer.weight.grad.add_(layer.weight * pruned, alpha=self.lambda_w)
+                            _decay_gradient(layer.weight.grad, layer.weight, layer.mask, self.lambda_w)
                     else:  # W <- W - lr lambda (1 - M) W
-                        layer.weight.sub_(layer.weight * pruned, alpha=self.lr_of(layer.weight) * self.lambda_w)
+                        layer.weight.sub_(layer.weight * ~layer.mask, alpha=self.lr_of(layer.weight) * self.lambda_w)
         self.method.before_step(self, step)  # last: it may need the final gradient (STEP's frozen v)
 
     def after_optimizer_step(self, step: int) -> None:
@@ -123,12 +134,36 @@ class SparseController:
                 return float(group["lr"])
         raise RuntimeError("a sparse weight is not in the bound optimizer's parameter groups")
 
+    @property
+    def flip_rate(self) -> float:
+        """Share of the refreshed layers' mask entries that changed at the last refresh."""
+        self._read_flips()
+        return self._flip_rate
+
+    @property
+    def flip_rates(self) -> dict[str, float]:
+        """The same per layer (each layer's last refresh)."""
+        self._read_flips()
+        return self._flip_rates
+
     def _refresh(self, due: list[tuple[str, SparseLinear]]) -> None:
+        sizes = [(fqn, layer.mask.numel()) for fqn, layer in due]
+        if self._pending is not None and [f for f, _ in self._pending[0]] != [f for f, _ in sizes]:
+            self._read_flips()  # layers on other intervals: keep their last counts
         counts = [layer.refresh_mask_async() for _, layer in due]
-        flips = [int(n) for n in torch.stack([c.to(counts[0].device) for c in counts]).tolist()]  # one host sync
-        for (fqn, layer), n in zip(due, flips):
-            self.flip_rates[fqn] = n / layer.mask.numel()
-        self.flip_rate = sum(flips) / sum(layer.mask.numel() for _, layer in due)
+        # flip counts stay on the device until read (logging, checkpoint, the warm-up lambda rule): no host
+        # sync in a step that only refreshes masks
+        self._pending = (sizes, torch.stack([c.to(counts[0].device) for c in counts]))
+
+    def _read_flips(self) -> None:
+        if self._pending is None:
+            return
+        sizes, counts = self._pending
+        self._pending = None
+        flips = counts.tolist()  # the one host sync
+        for (fqn, numel), n in zip(sizes, flips):
+            self._flip_rates[fqn] = n / numel
+        self._flip_rate = sum(flips) / sum(numel for _, numel in sizes)
 
     def _lambda_rule(self) -> None:
         m = self.method
@@ -167,8 +202,9 @@ class SparseController:
         if not math.isfinite(self.lambda_w):
             raise ValueError(f"controller state has a non-finite lambda_w {self.lambda_w}")
         self.lambda_settled = bool(state["lambda_settled"])
-        self.flip_rate = float(state["flip_rate"])
-        self.flip_rates = {k: float(v) for k, v in state["flip_rates"].items()}
+        self._pending = None
+        self._flip_rate = float(state["flip_rate"])
+        self._flip_rates = {k: float(v) for k, v in state["flip_rates"].items()}
         self.method.load_state_dict(state["method_state"])
         if self.dense and not state["dense"]:  # this controller already switched; the state has not
             self.dense = False

@@ -240,9 +240,9 @@ class SparseLinear(nn.Linear):
         w_bwd = (self.weight.detach() * self.backward_mask).to(dtype)
         return SparseOperands(w_fwd, self.mask, w_bwd, self.backward_mask, False)
 
-    def plan(self, dtype: torch.dtype) -> Any:
+    def plan(self, dtype: torch.dtype, backend: Backend | None = None) -> Any:
         """Backend operands for `dtype`, rebuilt only when the weight or a mask has changed."""
-        backend = self.backend
+        backend = self.backend if backend is None else backend
         bmask = self.backward_mask
         key = (backend.name, dtype, self.weight.device, self.weight._version, self.mask._version,
                id(self.mask), None if bmask is None else (id(bmask), bmask._version), self.weight.dtype)
@@ -265,7 +265,7 @@ class SparseLinear(nn.Linear):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
         backend = self.backend
-        plan = self.plan(dtype)
+        plan = self.plan(dtype, backend)
         x2d = x.reshape(-1, self.in_features).to(dtype).contiguous()  # GEMM backends want row-major X
         with torch.autocast(device_type, enabled=False):
             y = _SparseLinearFunction.apply(x2d, self.weight, self.bias, plan, backend, self.mvue, self.generator)

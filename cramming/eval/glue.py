@@ -24,7 +24,7 @@ from cramming.eval.metrics import METRICS
 from cramming.eval.tasks import TASKS, Example, Task, load_split, task_score
 from cramming.model import CrammedBertForSequenceClassification
 from cramming.tokenizer import WordPieceTokenizer, load_tokenizer
-from sparse_core.train import load_config, one_cycle_lr, optimizer_step, parse_cli, set_lr
+from sparse_core.train import decay_param_groups, load_config, one_cycle_lr, optimizer_step, parse_cli, set_lr
 
 __all__ = ["GlueConfig", "finetune", "evaluate", "run_glue", "main"]
 
@@ -117,10 +117,7 @@ def finetune(cfg: GlueConfig, task: Task, train_rows: list[Example], device: tor
     total = max(1, round(cfg.epochs * steps_per_epoch))
     ctl = sparse_core.sparsify(model, method=cfg.method, total_steps=total)
     model.to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-12)
+    optimizer = torch.optim.AdamW(decay_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-12)
     ctl.bind_optimizer(optimizer)
     enc = _encode(tokenizer, train_rows, cfg.max_length)
     labels = [r.label for r in train_rows]

@@ -66,8 +66,6 @@ class CusparseltPlan:
     bwd: torch.Tensor  # compressed W_b^T if bwd_sparse else dense W_b (out, in)
     fwd_sparse: bool
     bwd_sparse: bool
-    out_features: int
-    in_features: int
 
 
 def parse_products(value: str | tuple[str, ...] | frozenset[str] | None) -> frozenset[str] | None:
@@ -124,6 +122,7 @@ class CusparseltBackend(Backend):
         self._kernels: KernelSet | None | bool = False  # False = not looked up yet
         self._products = products
         self._algs: dict[tuple, int] = {}
+        self._checked: set[tuple] = set()  # operand layouts cslt_ext.sparse_mm has validated
 
     # ---- options ----------------------------------------------------------------------------
     def kernels(self) -> KernelSet | None:
@@ -198,14 +197,14 @@ class CusparseltBackend(Backend):
                 bwd = self._compress_w(ops.w_bwd, ops.mask_bwd, True)  # W_b^T, read through the transpose
             else:
                 bwd = fwd if (ops.w_bwd is ops.w_fwd and not fwd_sparse) else ops.w_bwd.contiguous()
-        return CusparseltPlan(fwd, bwd, fwd_sparse, bwd_sparse, out_f, in_f)
+        return CusparseltPlan(fwd, bwd, fwd_sparse, bwd_sparse)
 
     # ---- products -----------------------------------------------------------------------------
     def _mm(self, a: torch.Tensor, b: torch.Tensor, transpose_result: bool) -> torch.Tensor:
         """cuSPARSELt A @ B (or its transpose), with the algorithm searched once per shape/layout."""
         alg = 0
+        key = (a.shape, b.shape, b.stride(), b.dtype, transpose_result, b.device)
         if self.search:
-            key = (a.shape, b.shape, b.stride(), b.dtype, transpose_result)
             alg = self._algs.get(key, -1)
             if alg < 0:
                 if torch.cuda.is_current_stream_capturing():
@@ -213,7 +212,16 @@ class CusparseltBackend(Backend):
                 else:
                     alg = int(torch._cslt_sparse_mm_search(a, b, transpose_result=transpose_result))
                     self._algs[key] = alg
-        return self._matmul()(a, b, transpose_result=transpose_result, alg_id=alg)
+        mm = self._matmul()
+        if mm is torch._cslt_sparse_mm:
+            return mm(a, b, transpose_result=transpose_result, alg_id=alg)
+        from sparse_core.backends import cslt_ext
+
+        if (key, alg) in self._checked:  # this layout passed cslt_ext's full input checks before
+            return cslt_ext.sparse_mm_prechecked(a, b, transpose_result, alg)
+        out = mm(a, b, transpose_result=transpose_result, alg_id=alg)
+        self._checked.add((key, alg))
+        return out
 
     def _matmul(self) -> Callable[..., torch.Tensor]:
         """The sparse GEMM in use: cslt_ext.sparse_mm (mm 'plans'/'auto') when it builds, else torch._cslt_sparse_mm."""

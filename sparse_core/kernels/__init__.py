@@ -16,7 +16,7 @@ under TRITON_INTERPRET=1); without triton, use the torch twins.
         exact transposable mask (== masks.transposable_mask_24) and both compressed operands, one launch.
     mvue_compress_t(dy, seed) -> packed          seed: int, or a one-element int64 tensor on dy's device (graph-safe)
         MVUE 2:4 of dY^T along tokens (dy: tokens x out), compressed as an (out x tokens) operand.
-    mvue_24_t(dy, seed) -> dense (out x tokens): the same estimate, uncompressed (for checks).
+    mvue_24_t(dy, seed) -> dense (out x tokens): the same estimate, uncompressed (the dense dW GEMM takes it).
     masked_decay_(grad, weight, mask, lam) -> grad      grad += lam * (1 - mask) * weight, in place.
     gated_forward(yt, act) / gated_backward(yt, dz, act)
         GEGLU ('gelu', 'gelu_tanh') / SwiGLU ('silu') on the column-major GEMM output yt = Y^T (2H x T):

@@ -292,16 +292,19 @@ if has_triton():
     @triton.jit
     def _mvue_part(x0, x1, x2, x3, rnd, vbase, hc, dbase, cols, s: tl.constexpr, h: tl.constexpr,
                    DENSE_OUT: tl.constexpr, GH: tl.constexpr, IS_BF16: tl.constexpr):
-        """MVUE of the (GH, 32) groups of part (s, h): values (and the dense copy) stored, nibbles returned."""
+        """MVUE of the (GH, 32) groups of part (s, h): the packed values, or with DENSE_OUT the dense estimate
+        instead, stored; nibbles returned."""
         lo, hi, nib, bad = mvue_pair(x0, x1, x2, x3, rnd, IS_BF16)
         GT: tl.constexpr = GH // 4
         i = tl.arange(0, 32)
         ar = (i // 8) * 16 + s * 8 + i % 8  # A rows of the part
-        vals = tl.reshape(tl.permute(tl.join(to_bits(lo, IS_BF16), to_bits(hi, IS_BF16)), (1, 0, 2)), (32, GT, 8))
-        voff = (ar * hc)[:, None, None] + (tl.arange(0, GT) * 16 + h * 8)[None, :, None] \
-            + tl.arange(0, 8)[None, None, :]
-        tl.store(vbase + voff, vals)
-        if DENSE_OUT:  # A row-major (rows x cols), only for checks: the packed entries, plain stores
+        if not DENSE_OUT:
+            vals = tl.reshape(tl.permute(tl.join(to_bits(lo, IS_BF16), to_bits(hi, IS_BF16)), (1, 0, 2)),
+                              (32, GT, 8))
+            voff = (ar * hc)[:, None, None] + (tl.arange(0, GT) * 16 + h * 8)[None, :, None] \
+                + tl.arange(0, 8)[None, None, :]
+            tl.store(vbase + voff, vals)
+        else:  # A row-major (rows x cols) for a dense dW GEMM: the kept entries, plain stores
             g4 = tl.arange(0, GH)
             doff = ar[None, :] * cols + (((g4 // 4) * 8 + h * 4 + g4 % 4) * 4)[:, None]
             i0 = nib & 3
@@ -347,8 +350,9 @@ if has_triton():
         word |= _mvue_part(x100, x101, x102, x103, r1, vb, hc, db, cols, 1, 0, DENSE_OUT, GH, IS_BF16) << 4
         word |= _mvue_part(x010, x011, x012, x013, r2, vb, hc, db, cols, 0, 1, DENSE_OUT, GH, IS_BF16) << 8
         word |= _mvue_part(x110, x111, x112, x113, r3, vb, hc, db, cols, 1, 1, DENSE_OUT, GH, IS_BF16) << 12
-        meta = out_ptr + rows.to(tl.int64) * hc + tile
-        tl.store(meta + woff, word.to(tl.int16))
+        if not DENSE_OUT:
+            meta = out_ptr + rows.to(tl.int64) * hc + tile
+            tl.store(meta + woff, word.to(tl.int16))
 
     @triton.jit
     def pack_cols_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, rows, cols, row0, col0, seed,
@@ -356,7 +360,7 @@ if has_triton():
                        BC: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
         """Pack rows row0..+63, columns col0..+BC-1 of A = X^T (int16 X[c, r] at x_ptr + c*sx + r); rules
         as pack_rows_tile plus 2 = MVUE (`mvue_cols_tile`, seed = pointer to an int64; DENSE_OUT writes
-        the estimate as a row-major A at d_ptr); masks in X's orientation."""
+        the estimate as a row-major A at d_ptr instead of the packed operand); masks in X's orientation."""
         if RULE == 2:
             mvue_cols_tile(x_ptr, sx, d_ptr, out_ptr, rows, cols, row0, col0, seed, DENSE_OUT, BC, IS_BF16)
         else:

@@ -40,30 +40,35 @@ def _seed_tensor(seed: int | torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     return torch.full((1,), seed, dtype=torch.int64, device=dy.device)
 
 
-def _launch(dy: torch.Tensor, seed: int | torch.Tensor, dense_out: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _launch(dy: torch.Tensor, seed: int | torch.Tensor, dense_out: bool) -> torch.Tensor:
+    """The packed operand, or with dense_out the same estimate as a dense (out, tokens) tensor instead."""
     rows, cols = _operand_view(dy, True, "dy")
     if rows * cols >= 2**35:
         raise ValueError(f"dy has {rows * cols} elements; the Philox counters of this kernel allow < 2**35")
     require_launch(dy, "mvue_compress_t")
     s = _seed_tensor(seed, dy)
     x = (dy if dy.stride(1) == 1 else dy.contiguous()).view(torch.int16)
-    out = new_packed(rows, cols, dy.dtype, dy.device)
-    dense = torch.empty(rows, cols, dtype=dy.dtype, device=dy.device) if dense_out else None
-    d16 = dense.view(torch.int16) if dense_out else x  # x: an unused placeholder
-    launch_packer(True, rows, cols, x, x.stride(0), x, 0, x, 0, d16, out.view(torch.int16), rows, cols, s,
+    if dense_out:
+        out = torch.empty(rows, cols, dtype=dy.dtype, device=dy.device)
+        d16, p16 = out.view(torch.int16), x  # x: an unused placeholder for the packed output
+    else:
+        out = new_packed(rows, cols, dy.dtype, dy.device)
+        d16, p16 = x, out.view(torch.int16)  # x: an unused placeholder for the dense output
+    launch_packer(True, rows, cols, x, x.stride(0), x, 0, x, 0, d16, p16, rows, cols, s,
                   RULE=_pack.RULE_MVUE, MASK_OUT=False, DENSE_OUT=dense_out, IS_BF16=dy.dtype == torch.bfloat16)
-    return out, dense
+    return out
 
 
 def mvue_compress_t(dy: torch.Tensor, seed: int | torch.Tensor) -> torch.Tensor:
     """Compressed operand of MVUE_24(dY^T) along tokens; dy is (tokens, out), the operand (out, tokens).
     seed: an int in [0, 2**62) or a one-element int64 tensor on dy's device (read at run time)."""
-    return _launch(dy, seed, False)[0]
+    return _launch(dy, seed, False)
 
 
 def mvue_24_t(dy: torch.Tensor, seed: int | torch.Tensor) -> torch.Tensor:
-    """The same estimate as `mvue_compress_t(dy, seed)` (same seed, same draws), as a dense (out, tokens)."""
-    return _launch(dy, seed, True)[1]
+    """The same estimate as `mvue_compress_t(dy, seed)` (same seed, same draws), as a dense (out, tokens):
+    what the backend's dense dW GEMM takes."""
+    return _launch(dy, seed, True)
 
 
 def torch_mvue_compress_t(dy: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

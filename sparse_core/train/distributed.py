@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "all_reduce_mean", "broadcast_object", "no_sync_unless",
-           "distributed_session"]
+           "distributed_session", "wrap_ddp"]
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,12 @@ def no_sync_unless(model: torch.nn.Module, sync: bool) -> AbstractContextManager
     if sync or not hasattr(model, "no_sync"):
         return nullcontext()
     return model.no_sync()
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`model` under DistributedDataParallel on `device`. Buffers are re-broadcast from rank 0 before each
+    forward only when the model keeps running statistics (BatchNorm): SparseLinear masks are recomputed
+    identically on every rank from identical weights, so sending them every step would be wasted traffic."""
+    running_stats = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=running_stats)

@@ -16,13 +16,20 @@ from typing import Any, Protocol
 import torch
 import torch.nn as nn
 
-__all__ = ["StepResult", "optimizer_step", "StepController"]
+__all__ = ["StepResult", "optimizer_step", "StepController", "decay_param_groups"]
 
 
 class StepController(Protocol):
     def before_optimizer_step(self, step: int) -> None: ...
 
     def after_optimizer_step(self, step: int) -> None: ...
+
+
+def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices (linears, embeddings), none on biases and LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,9 @@ def test_env_root_is_searched_first(tmp_path, monkeypatch):
 
 def test_source_ships_with_the_package():
     assert cslt_ext.SOURCE.is_file() and "PYBIND11_MODULE" in cslt_ext.SOURCE.read_text()
+
+
+def test_prechecked_call_still_refuses_a_misaligned_operand():
+    misaligned = torch.zeros(K * N + 1, dtype=torch.bfloat16)[1:].view(K, N)
+    with pytest.raises(ValueError, match="b must start on a 16-byte"):
+        cslt_ext.sparse_mm_prechecked(compressed(), misaligned, False, 0)

@@ -96,10 +96,10 @@ def test_copy_plan_refuses_a_changed_structure():
     from sparse_core.backends.cusparselt import CusparseltPlan
     from sparse_core.graphs import copy_plan
 
-    a = CusparseltPlan(torch.zeros(4, 8), torch.zeros(4, 8), True, True, 4, 8)
-    b = CusparseltPlan(torch.ones(4, 8), torch.full((4, 8), 2.0), True, True, 4, 8)
+    a = CusparseltPlan(torch.zeros(4, 8), torch.zeros(4, 8), True, True)
+    b = CusparseltPlan(torch.ones(4, 8), torch.full((4, 8), 2.0), True, True)
     copy_plan(a, b)
     assert torch.equal(a.fwd, b.fwd) and torch.equal(a.bwd, b.bwd)
-    c = CusparseltPlan(torch.ones(4, 8), torch.ones(4, 8), True, False, 4, 8)
+    c = CusparseltPlan(torch.ones(4, 8), torch.ones(4, 8), True, False)
     with pytest.raises(RuntimeError, match="capture"):
         copy_plan(a, c)

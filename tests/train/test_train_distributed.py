@@ -62,3 +62,17 @@ def test_two_process_gloo():
     mp.spawn(_worker, args=(2, port, results), nprocs=2, join=True)
     assert results[0] == (0, 2, [0.5, 5.0], {"seed": 1234})
     assert results[1] == (1, 2, [0.5, 5.0], {"seed": 1234})
+
+
+def test_wrap_ddp_broadcasts_buffers_only_for_running_statistics(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        ffn = torch.nn.Sequential(torch.nn.Linear(8, 8))
+        ffn.register_buffer("mask", torch.ones(8, 8, dtype=torch.bool))  # like SparseLinear's mask
+        assert D.wrap_ddp(ffn, torch.device("cpu")).broadcast_buffers is False
+        bn = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8))
+        assert D.wrap_ddp(bn, torch.device("cpu")).broadcast_buffers is True
+    finally:
+        dist.destroy_process_group()

@@ -115,3 +115,14 @@ def test_disabled_scaler_is_a_plain_step():
     _backward(model)
     res = optimizer_step(model, opt, scaler=torch.amp.GradScaler("cpu", enabled=False), step=0)
     assert not res.skipped and events == [("optimizer.step",)]
+
+
+def test_decay_param_groups_decay_matrices_only():
+    from sparse_core.train import decay_param_groups
+
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    model[2].bias.requires_grad_(False)
+    decay, no_decay = decay_param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert [tuple(p.shape) for p in decay["params"]] == [(10, 4), (4, 4)]
+    assert [tuple(p.shape) for p in no_decay["params"]] == [(4,), (4,)]  # linear bias, LayerNorm weight
