@@ -132,6 +132,8 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
     guard.install(model, optimizer)
     state["guard"] = guard
     step, elapsed_before, saved_at = 0, 0.0, None
+    if not cfg.resume:
+        ckpt.require_empty("resume=true")
     found = ckpt.load_latest(map_location=device) if cfg.resume else None
     if found is not None:
         step, loaded = found

@@ -182,6 +182,8 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
         found = ckpt.load_latest(map_location=device)
     elif cfg.resume != "never":
         found = ckpt.load(cfg.resume, map_location=device)
+    else:
+        ckpt.require_empty("resume=auto")
     _seed_everything(cfg.seed + env.rank)  # per-rank randomness (mixup, drop-path, MVUE) from here on
     if found is not None:
         step, loaded = found

@@ -36,9 +36,10 @@ from nanogpt.data.loader import TokenBatches, read_meta
 from nanogpt.model import GPT, GPTConfig
 from sparse_core.graphs import GraphedStep
 from sparse_core.train import (
-    CheckpointError, CheckpointManager, ConfigError, RunGuard, decay_param_groups, all_reduce_mean, barrier, build_logger, config_to_dict,
-    distributed_session, gather_rng_states, load_config, no_sync_unless, optimizer_step, parse_cli, plot_metrics,
-    plot_prefix, progress_bar, restore, restore_rng_states, run_main, set_lr, warmup_cosine_lr, wrap_ddp,
+    CheckpointError, CheckpointManager, ConfigError, RunGuard, all_reduce_mean, barrier, build_logger, config_to_dict,
+    decay_param_groups, distributed_session, gather_rng_states, load_config, no_sync_unless, optimizer_step,
+    parse_cli, plot_metrics, plot_prefix, progress_bar, restore, restore_rng_states, run_main, set_lr,
+    warmup_cosine_lr, wrap_ddp,
 )
 
 __all__ = ["train", "build_model", "model_args", "main"]
@@ -89,9 +90,7 @@ def _micro_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autoca
 def _resume(cfg: TrainConfig, ckpt: CheckpointManager, state: dict[str, Any], args: dict[str, Any], env: Any) -> int:
     """Restore `state` and this process's RNG from the checkpoint `cfg.resume` selects; the step to start at."""
     if cfg.resume == "never":
-        if any(ckpt.directory.glob("ckpt_*.pt")):
-            raise CheckpointError(f"{ckpt.directory} already holds checkpoints; use resume=auto to continue, "
-                                  "or another run_name / out_dir")
+        ckpt.require_empty("resume=auto")
         return 0
     found = ckpt.load_latest() if cfg.resume == "auto" else ckpt.load(cfg.resume)
     if found is None:

@@ -173,6 +173,13 @@ class CheckpointManager:
     def path_for(self, step: int) -> Path:
         return self.directory / f"ckpt_{step:08d}.pt"
 
+    def require_empty(self, how_to_resume: str) -> None:
+        """Refuse to start a fresh run over a directory that holds checkpoints: keep_last would delete the new
+        run's low-step checkpoints in favour of the old run's higher steps. `how_to_resume` names the option."""
+        if self._on_disk():
+            raise CheckpointError(f"{self.directory} already holds checkpoints; use {how_to_resume} to continue, "
+                                  "or another run_name / out_dir")
+
     def _on_disk(self) -> dict[str, int]:
         """file name -> step for every checkpoint file in the directory."""
         if not self.directory.is_dir():

@@ -17,7 +17,7 @@ from cramming.data import stdlib_docstrings
 from cramming.model import CrammedBertConfig, CrammedBertForMaskedLM, CrammedBertForSequenceClassification
 from cramming.tokenizer import train_wordpiece
 from cramming.train import build_model, train
-from sparse_core.train import ConfigError, load_config, read_jsonl
+from sparse_core.train import CheckpointError, ConfigError, load_config, read_jsonl
 from state_compare import assert_same
 from dist_testutil import free_port
 
@@ -135,6 +135,8 @@ def test_resume_is_exact(tmp_path):
     assert a["sparse"] == b["sparse"] and a["sparse"]["dense"]  # the dense switch happened in both
     for k, v in a["optimizer"]["state"].items():
         assert torch.equal(v["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):  # a fresh run would lose them
+        train(load_config(CrammingConfig, CONFIG_DIR, "tiny", base + ["run_name=straight", "resume=false"]))
 
 
 def _rank_worker(rank: int, base: list[str], ports: list[int]) -> None:

@@ -9,12 +9,13 @@ The same holds on 2 gloo ranks, each of which must continue its own random strea
 import os
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from deit.config import DeiTConfig
 from deit.train import CONFIG_DIR, train
-from sparse_core.train.checkpoint import load_checkpoint
+from sparse_core.train.checkpoint import CheckpointError, load_checkpoint
 from sparse_core.train.config import load_config
 from state_compare import assert_same
 from dist_testutil import free_port
@@ -51,6 +52,8 @@ def test_resume_is_exact(tmp_path):
     assert_same(a, b, "checkpoint")
     assert a["data"] == {"epoch": 1, "batch": 1, "batch_size": 16}
     assert straight["val/top1"] == resumed["val/top1"]
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):  # a fresh run would lose them
+        _run(tmp_path, "straight", ["max_steps=6", "resume=never"])
 
 
 def _rank_worker(rank: int, tmp_path, ports: list[int]) -> None:

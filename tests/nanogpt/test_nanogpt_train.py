@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nanogpt.train import train
-from sparse_core.train import ConfigError, load_checkpoint, read_jsonl
+from sparse_core.train import CheckpointError, ConfigError, load_checkpoint, read_jsonl
 from state_compare import assert_same
 
 RESUME = ("method=2by4", "train.max_steps=8", "train.grad_accum=2", "train.eval_interval=4",
@@ -37,6 +37,8 @@ def test_resume_is_exact(stdlib_char, tmp_path, micro_config) -> None:
     losses = [{r["step"]: r["train/loss"] for r in read_jsonl(tmp_path / d / run / "metrics.jsonl") if "train/loss" in r}
               for d in ("straight", "split")]
     assert losses[0] == losses[1]
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):  # a fresh run would lose them
+        train(micro_config(stdlib_char, tmp_path / "straight", *RESUME, "resume=never"))
 
 
 def test_cuda_graph_needs_one_cuda_process(stdlib_char, tmp_path, micro_config) -> None:

@@ -190,3 +190,11 @@ def test_resume_continues_bit_exactly(tmp_path):
     assert step == 3
     for a, b in zip(straight, model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_require_empty_refuses_a_directory_with_checkpoints(tmp_path):
+    ckpt = CheckpointManager(tmp_path / "ckpt", keep_last=2)
+    ckpt.require_empty("resume=auto")  # missing or empty: a fresh run may start
+    ckpt.save(5, {"x": torch.ones(1)})
+    with pytest.raises(CheckpointError, match="already holds checkpoints; use resume=auto"):
+        ckpt.require_empty("resume=auto")
