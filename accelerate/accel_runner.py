@@ -2,7 +2,8 @@
 
 Per micro-batch a sparse variant pays its GEMMs (and, for 'sc-all', the MVUE compression of dY^T);
 per optimizer step it pays the weight compression (W and W^T) and, every `refresh_interval` steps,
-the transposable mask refresh: those are timed apart and added amortised over `accum` micro-batches.
+the transposable mask refresh (through the backend's fused mask + compression pass where it has one, as
+in training): those are timed apart and added amortised over `accum` micro-batches.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class Settings:
     rep_ms: float = 50.0
     # sparse variants also timed eagerly (host cost shown)
     eager_sparse: tuple[str, ...] = ("sc-fwd-dx", "sc-fwd-dx-mvue", "sc-all")
+    # 'bf16': bf16 modules and input; 'amp': fp32 master weights and input, bf16 autocast (mixed-precision
+    # training: dense re-casts its weights every forward and keeps the bf16 copies for the backward)
+    precision: str = "bf16"
 
 
 def _err(e: BaseException) -> str:
@@ -38,15 +42,20 @@ def measure_variant(build: Callable[[], nn.Module], x: torch.Tensor, variant: st
     res: dict = {"variant": variant}
     model = apply_variant(build(), variant)
     x = x.detach().requires_grad_(True)
+
+    def run(inp: torch.Tensor) -> torch.Tensor:  # autocast's weight-cast cache off: graph capture needs it off
+        with torch.autocast("cuda", torch.bfloat16, enabled=s.precision == "amp", cache_enabled=False):
+            return model(inp)
+
     with torch.no_grad():
-        gy = torch.randn_like(model(x))  # also builds sparse plans (once per optimizer step)
+        gy = torch.randn_like(run(x))  # also builds sparse plans (once per optimizer step)
 
     def fwd() -> None:
         with torch.no_grad():
-            model(x)
+            run(x)
 
     def fwd_bwd() -> None:
-        model(x).backward(gy)
+        run(x).backward(gy)
 
     sparse = variant in SPARSE_VARIANTS
     eager = not sparse or variant in s.eager_sparse
@@ -71,35 +80,27 @@ def measure_variant(build: Callable[[], nn.Module], x: torch.Tensor, variant: st
     if sparse:
         layers = sparse_layers(model)
 
-        def compress() -> None:
+        def compress() -> None:  # an optimizer step without a mask refresh: W and W^T compressed again
             for m in layers:
                 m.invalidate()
                 m.plan(torch.bfloat16)
 
-        def refresh() -> None:
+        def refresh() -> None:  # a step with one, as training runs it (fused mask + compression where it can)
             for m in layers:
                 m.refresh_mask()
+                m.plan(torch.bfloat16)
 
         res["compress_ms"] = bench_ms(compress, s.warmup_ms, s.rep_ms)
-        res["mask_refresh_ms"] = bench_ms(refresh, s.warmup_ms, s.rep_ms)
-        res["per_step_amortised_ms"] = (res["compress_ms"] + res["mask_refresh_ms"] / s.refresh_interval) / s.accum
-        try:  # the fused kernel that computes the transposable mask and compresses W and W^T in one launch
-            from sparse_core.kernels import transposable_compress
-
-            def fused() -> None:
-                for m in layers:
-                    transposable_compress(m.weight.detach())
-
-            res["fused_refresh_compress_ms"] = bench_ms(fused, s.warmup_ms, s.rep_ms)
-            res["per_step_fused_amortised_ms"] = res["fused_refresh_compress_ms"] / s.accum
-        except Exception as e:  # noqa: BLE001
-            res["fused_refresh_compress_error"] = _err(e)
-        for mode in ("fwd_bwd",):
-            for kind in ("graph", "eager"):
-                if f"{kind}_{mode}" in res:
-                    res[f"{kind}_{mode}_total"] = res[f"{kind}_{mode}"] + res["per_step_amortised_ms"]
-                    if "per_step_fused_amortised_ms" in res:
-                        res[f"{kind}_{mode}_total_fused"] = res[f"{kind}_{mode}"] + res["per_step_fused_amortised_ms"]
+        before = [m._plan for m in layers]
+        for m in layers:
+            m.refresh_mask()
+        res["refresh_fused"] = all(m._plan is not b for m, b in zip(layers, before))  # only a fused refresh builds them
+        res["refresh_step_ms"] = bench_ms(refresh, s.warmup_ms, s.rep_ms)
+        per_step = (res["refresh_step_ms"] + res["compress_ms"] * (s.refresh_interval - 1)) / s.refresh_interval
+        res["per_step_amortised_ms"] = per_step / s.accum
+        for kind in ("graph", "eager"):
+            if f"{kind}_fwd_bwd" in res:
+                res[f"{kind}_fwd_bwd_total"] = res[f"{kind}_fwd_bwd"] + res["per_step_amortised_ms"]
     del model, gy
     gc.collect()
     torch.cuda.empty_cache()
@@ -130,10 +131,6 @@ def summarise(results: dict[str, dict]) -> dict:
         if best is not None:
             out[f"best_{mode}_ms"], out[f"best_{mode}"] = best
             out[f"speedup_{mode}"] = best_dense / best[0]
-        fused = [r[f"{k}_{mode}_total_fused"] for v, r in results.items() if v in SPARSE_VARIANTS
-                 for k in ("graph", "eager") if f"{k}_{mode}_total_fused" in r]
-        if fused:  # per-step cost with the fused transposable mask + compress kernel instead of torch
-            out[f"speedup_{mode}_fused_step"] = best_dense / min(fused)
         nostep = [r[f"{k}_{mode}"] for v, r in results.items() if v in SPARSE_VARIANTS
                   for k in ("graph", "eager") if f"{k}_{mode}" in r]
         if nostep and mode == "fwd_bwd":  # micro-batch GEMM path alone, per-step costs left out

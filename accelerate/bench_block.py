@@ -10,7 +10,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import torch
 
-from accel_bench import parser, run_grid
+from accel_bench import DTYPES, parser, run_grid
 from bench_ffn import NOTES
 from accel_models import Block
 
@@ -25,10 +25,10 @@ def main() -> None:
             raise ValueError(f"--tokens {t} is not a multiple of --seq {args.seq}")
 
     def build(kind: str, d: int) -> torch.nn.Module:
-        return Block(d, d // args.head_dim, 4 * d).to("cuda", torch.bfloat16)
+        return Block(d, d // args.head_dim, 4 * d).to("cuda", DTYPES[args.precision])
 
     def make_input(d: int, tokens: int) -> torch.Tensor:
-        return torch.randn(tokens // args.seq, args.seq, d, device="cuda", dtype=torch.bfloat16)
+        return torch.randn(tokens // args.seq, args.seq, d, device="cuda", dtype=DTYPES[args.precision])
 
     notes = NOTES + [f"Block: sequence {args.seq}, head dim {args.head_dim}; only the two FFN linears are "
                      "sparse (attention projections and SDPA stay dense, as in the project's recipes)."]

@@ -10,7 +10,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import torch
 
-from accel_bench import parser, run_grid
+from accel_bench import DTYPES, parser, run_grid
 from accel_models import FFN
 
 NOTES = [
@@ -31,10 +31,10 @@ def main() -> None:
     args = p.parse_args()
 
     def build(kind: str, d: int) -> torch.nn.Module:
-        return FFN(d, 4 * d, gated=kind == "gated").to("cuda", torch.bfloat16)
+        return FFN(d, 4 * d, gated=kind == "gated").to("cuda", DTYPES[args.precision])
 
     def make_input(d: int, tokens: int) -> torch.Tensor:
-        return torch.randn(tokens, d, device="cuda", dtype=torch.bfloat16)
+        return torch.randn(tokens, d, device="cuda", dtype=DTYPES[args.precision])
 
     run_grid(args, args.kinds, build, make_input, "ffn", "2:4 sparse FFN on the H200", NOTES)
 

@@ -12,7 +12,10 @@
 #   deit-dense deit-2by4           DeiT-tiny on the CIFAR-10 subset; deit-profile-{dense,2by4}: FFN share of a step
 #   cram-dense cram-2by4 glue-dense glue-2by4   a small Cramming BERT and its GLUE fine-tuning
 #   gpu-tests (GPU_TESTS, default tests/kernels tests/backends)  gpu-marked (the gpu-marked tests of the other areas)
-#   ffn-{torch,plans} block-{torch,plans}  FFN / block benchmarks at 16k tokens (BENCH_D), by sparse-GEMM path
+#   ffn-{torch,plans,amp,grid} gated-plans block-{torch,plans,amp,grid}  FFN / gated FFN / block benchmarks
+#                                  (BENCH_TOKENS, default 16384; BENCH_D; BENCH_SUFFIX names the files), by sparse-GEMM
+#                                  path; *-amp: fp32 master weights under bf16 autocast; *-grid: 8192 and 65536 tokens
+#   ffn-profile                    FFN kernel time by kind (torch.profiler)
 #   kernels (accelerate/run_kernels.sh)  cslt-host (host cost of torch's sparse GEMM vs the plan-caching extension)
 # Everything lands in $OUT/evidence.tar.gz (logs, metrics.jsonl of every run, kernel and profile JSON).
 set -uo pipefail
@@ -110,12 +113,18 @@ job() {  # job <name>: the command of one job
     gpu-marked) python3 -m pytest -q -p no:cacheprovider -m gpu tests/core tests/train tests/deit tests/nanogpt tests/cramming ;;
     cslt-host)  python3 accelerate/bench_cslt_host.py --search --out "$RUNS/accelerate" ;;
     kernels)    env OUT="$RUNS/kernels" bash accelerate/run_kernels.sh ;;
-    ffn-torch|ffn-plans)  # the FFN benchmark at 16k tokens with torch's sparse GEMM or the plan-caching extension
-                env SPARSE_CORE_CUSPARSELT_MM=${1#ffn-} python3 accelerate/bench_ffn.py --kinds ffn --tokens 16384 \
-                  --d ${BENCH_D:-768 1024 2048 4096} --rep-ms 30 --name $1 --out "$RUNS/accelerate" ;;
-    block-torch|block-plans)
-                env SPARSE_CORE_CUSPARSELT_MM=${1#block-} python3 accelerate/bench_block.py --tokens 16384 \
-                  --d ${BENCH_D:-768 1024 2048 4096} --rep-ms 30 --name $1 --out "$RUNS/accelerate" ;;
+    ffn-torch|ffn-plans|gated-plans|block-torch|block-plans|ffn-amp|block-amp|ffn-grid|block-grid)
+                # FFN / gated FFN / block benchmarks (BENCH_TOKENS, default 16384; BENCH_D) with torch's sparse GEMM
+                # or the plan-caching extension; *-amp: fp32 master weights under bf16 autocast; *-grid: the
+                # plan-caching extension at 8192 and 65536 tokens
+                local module=${1%%-*} mm=${1#*-} extra=() tokens=${BENCH_TOKENS:-16384}
+                [[ $mm == amp ]] && mm=plans && extra=(--precision amp --variants dense sc-fwd-dx sc-fwd-dx-mvue sc-all)
+                [[ $mm == grid ]] && mm=plans && tokens="8192 65536"
+                [[ $module == gated ]] && extra+=(--kinds gated) || { [[ $module == ffn ]] && extra+=(--kinds ffn); }
+                SPARSE_CORE_CUSPARSELT_MM=$mm python3 accelerate/bench_${module/gated/ffn}.py \
+                  --tokens $tokens --d ${BENCH_D:-768 1024 2048 4096} --rep-ms 30 "${extra[@]}" \
+                  --name $1${BENCH_SUFFIX:-} --out "$RUNS/accelerate" ;;
+    ffn-profile) python3 accelerate/profile_ffn.py --d ${BENCH_D:-768 4096} --out "$RUNS/accelerate" ;;
     *)          echo "unknown job $1" >&2; return 2 ;;
   esac
 }

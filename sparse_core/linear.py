@@ -35,10 +35,15 @@ MODES = ("sparse", "dense")
 WeightTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (weight, mask) -> w_fwd
 
 
+def _mask_kernels_allowed() -> bool:
+    """False when SPARSE_CORE_MASK_KERNEL=0 forces the torch mask rule (and no fused refresh) everywhere."""
+    return os.environ.get("SPARSE_CORE_MASK_KERNEL", "1") != "0"
+
+
 def _use_mask_kernel(weight: torch.Tensor) -> bool:
     """Whether the transposable mask of `weight` goes to the Triton kernel: a CUDA weight that
     sparse_core.kernels.transposable_mask accepts, triton installed, SPARSE_CORE_MASK_KERNEL not '0'."""
-    if os.environ.get("SPARSE_CORE_MASK_KERNEL", "1") == "0" or not weight.is_cuda:
+    if not _mask_kernels_allowed() or not weight.is_cuda:
         return False
     from sparse_core.kernels import has_triton  # lazy: the kernels package imports triton when present
     from sparse_core.kernels.transposable import accepts_mask_weight
@@ -63,10 +68,7 @@ class _SparseLinearFunction(torch.autograd.Function):
         ctx.save_for_backward(x)
         ctx.plan, ctx.backend, ctx.mvue, ctx.generator = plan, backend, mvue, generator
         ctx.weight_dtype = weight.dtype
-        y = backend.linear(x, plan)  # Y = X W_f^T
-        if bias is not None:
-            y = y + bias.to(y.dtype)
-        return y
+        return backend.linear(x, plan, None if bias is None else bias.to(x.dtype))  # Y = X W_f^T + b
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
@@ -216,11 +218,27 @@ class SparseLinear(nn.Linear):
         return int(self.refresh_mask_async())
 
     def refresh_mask_async(self) -> torch.Tensor:
-        """`refresh_mask` without a host sync: the flip count stays a 0-d tensor on the mask's device."""
-        new = self.compute_mask()
+        """`refresh_mask` without a host sync: the flip count stays a 0-d tensor on the mask's device.
+        Where the backend can (cusparselt, transposable mask, Y and dX sparse), the mask and the next forward's
+        compressed W and W^T come from one fused pass instead of the mask rule followed by `prepare`."""
+        fused = self._fused_refresh()
+        new = self.compute_mask() if fused is None else fused[0]
         flips = (new != self.mask).sum()
         self.mask.copy_(new)
+        if fused is not None:
+            _, backend, dtype, plan = fused
+            self._plan, self._plan_key = plan, self._plan_key_for(backend, dtype)
         return flips
+
+    def _fused_refresh(self) -> tuple[torch.Tensor, Backend, torch.dtype, Any] | None:
+        """(mask, backend, dtype, plan) from the backend's one-pass mask + compression for the compute dtype of
+        the last forward; None when no forward has run yet or the layer's rule is not the plain transposable one."""
+        if (self.mode != "sparse" or self.mask_kind != "transposable" or self.weight_transform is not None
+                or self.backward_mask is not None or self._plan_key is None or not _mask_kernels_allowed()):
+            return None
+        backend, dtype = self.backend, self._plan_key[1]
+        got = backend.refresh_and_prepare(self.weight.detach(), dtype)
+        return None if got is None else (got[0], backend, dtype, got[1])
 
     def effective_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The sparse weight the forward product uses: M*W, or the method's transform of W."""
@@ -243,13 +261,17 @@ class SparseLinear(nn.Linear):
     def plan(self, dtype: torch.dtype, backend: Backend | None = None) -> Any:
         """Backend operands for `dtype`, rebuilt only when the weight or a mask has changed."""
         backend = self.backend if backend is None else backend
-        bmask = self.backward_mask
-        key = (backend.name, dtype, self.weight.device, self.weight._version, self.mask._version,
-               id(self.mask), None if bmask is None else (id(bmask), bmask._version), self.weight.dtype)
+        key = self._plan_key_for(backend, dtype)
         if key != self._plan_key:
             self._plan = backend.prepare(self._operands(dtype))
             self._plan_key = key
         return self._plan
+
+    def _plan_key_for(self, backend: Backend, dtype: torch.dtype) -> tuple:
+        """What the operands depend on: backend, dtype, device, and the weight's and masks' versions."""
+        bmask = self.backward_mask
+        return (backend.name, dtype, self.weight.device, self.weight._version, self.mask._version,
+                id(self.mask), None if bmask is None else (id(bmask), bmask._version), self.weight.dtype)
 
     def invalidate(self) -> None:
         """Drop cached operands (they are also dropped automatically when the weight changes)."""

@@ -1,6 +1,6 @@
 """What a SparseLinear backend provides: the three products of a linear layer with a 2:4 weight.
 
-Y = X W_f^T (forward), dX = dY W_b (backward through the weight), dW = S(dY)^T X (weight gradient,
+Y = X W_f^T + b (forward), dX = dY W_b (backward through the weight), dW = S(dY)^T X (weight gradient,
 S = MVUE 2:4 along tokens or identity). A backend turns the per-step weights into whatever operands
 its GEMMs need once (`prepare`), so every micro-batch of an optimizer step reuses them.
 """
@@ -39,9 +39,14 @@ class Backend(abc.ABC):
     def prepare(self, ops: SparseOperands) -> Any:
         """Build the operands the products need; called once per weight or mask change."""
 
+    def refresh_and_prepare(self, weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, Any] | None:
+        """(transposable mask of `weight`, the operands `prepare` would build for weight*mask in `dtype`) in one
+        fused pass, or None when this backend has no such pass for this weight (then: mask rule + `prepare`)."""
+        return None
+
     @abc.abstractmethod
-    def linear(self, x: torch.Tensor, plan: Any) -> torch.Tensor:
-        """Y = X W_f^T for 2-D X (tokens, in)."""
+    def linear(self, x: torch.Tensor, plan: Any, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Y = X W_f^T (+ bias, in X's dtype) for 2-D X (tokens, in); the bias rides in the GEMM's epilogue."""
 
     @abc.abstractmethod
     def grad_input(self, dy: torch.Tensor, plan: Any) -> torch.Tensor:

@@ -2,8 +2,10 @@
 
 torch re-creates the cuSPARSELt descriptors and plan on every eager call (0.4-0.7 ms of CPU time); the
 small C++ extension in `csrc/cslt_plans.cpp` builds them once per (device, m, k, n, dtype, B order,
-transpose_result, alg_id) and afterwards only enqueues `cusparseLtMatmul` on the current stream, with
-its workspace from torch's caching allocator (CUDA-graph capture safe). It reads the same compressed
+transpose_result, bias or not, alg_id) and afterwards only enqueues `cusparseLtMatmul` on the current stream,
+with its workspace from torch's caching allocator (CUDA-graph capture safe). An optional bias (one value per
+row of A @ B, i.e. per output feature of a linear layer) is added in the GEMM's epilogue, as cuBLAS does for
+dense layers, instead of a separate pass over the output. It reads the same compressed
 bytes as torch (`torch._cslt_compress`). Compiled lazily with torch.utils.cpp_extension on first use
 (g++ and the CUDA toolkit headers needed; nothing compiles at import). cuSPARSELt's header and library
 come from $CUSPARSELT_ROOT, the libcusparseLt torch has loaded, or the nvidia-cusparselt-cu13/-cu12 wheel.
@@ -162,7 +164,7 @@ def available() -> str | None:
 
 
 # ---- calls --------------------------------------------------------------------------------------
-def _check(a: torch.Tensor, b: torch.Tensor, alg_id: int = 0) -> None:
+def _check(a: torch.Tensor, b: torch.Tensor, alg_id: int = 0, bias: torch.Tensor | None = None) -> None:
     """ValueError/TypeError naming the offending input, before anything reaches C++."""
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
         raise TypeError(f"a and b must be tensors, got {type(a).__name__} and {type(b).__name__}")
@@ -187,6 +189,11 @@ def _check(a: torch.Tensor, b: torch.Tensor, alg_id: int = 0) -> None:
     if misaligned:
         raise ValueError(f"{' and '.join(misaligned)} must start on a 16-byte boundary (cuSPARSELt's alignment); "
                          f"pass a fresh or .clone()d tensor, not an offset view")
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (m,) or bias.dtype != a.dtype
+                             or bias.device != a.device):
+        desc = (f"{tuple(bias.shape)} {bias.dtype} on {bias.device}" if isinstance(bias, torch.Tensor)
+                else type(bias).__name__)
+        raise ValueError(f"bias must be a ({m},) {a.dtype} tensor on {a.device} (one value per row of A), got {desc}")
     if a.device.type != "cuda" or b.device != a.device:
         raise ValueError(f"a and b must be on the same CUDA device, got {a.device} and {b.device}")
 
@@ -210,20 +217,23 @@ def _check_operand_sizes(a: torch.Tensor, b: torch.Tensor) -> None:
                          f"operand/orientation?")
 
 
-def sparse_mm(a: torch.Tensor, b: torch.Tensor, transpose_result: bool = False, alg_id: int = 0) -> torch.Tensor:
-    """`torch._cslt_sparse_mm(a, b, transpose_result=..., alg_id=...)` with a cached plan: A (m, k) @ b (k, n)
-    as (m, n), or its transpose (n, m) contiguous; `a` = torch._cslt_compress(A), b row- or column-major."""
-    _check(a, b, alg_id)
+def sparse_mm(a: torch.Tensor, b: torch.Tensor, transpose_result: bool = False, alg_id: int = 0,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`torch._cslt_sparse_mm(a, b, bias, transpose_result=..., alg_id=...)` with a cached plan: A (m, k) @ b
+    (k, n) (+ bias[:, None]) as (m, n), or its transpose (n, m) contiguous; `a` = torch._cslt_compress(A), b
+    row- or column-major, bias (m,) in a's dtype."""
+    _check(a, b, alg_id, bias)
     _check_operand_sizes(a, b)
-    return load().sparse_mm(a, b, bool(transpose_result), alg_id)
+    return load().sparse_mm(a, b, bool(transpose_result), alg_id, bias)
 
 
-def sparse_mm_prechecked(a: torch.Tensor, b: torch.Tensor, transpose_result: bool, alg_id: int) -> torch.Tensor:
-    """`sparse_mm` for a caller that has passed operands of this exact layout (shapes, strides, dtype, device,
-    alg_id) through `sparse_mm` before: only the per-tensor 16-byte alignment is checked again."""
+def sparse_mm_prechecked(a: torch.Tensor, b: torch.Tensor, transpose_result: bool, alg_id: int,
+                         bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`sparse_mm` for a caller that has passed operands of this exact layout (shapes, strides, dtypes, device,
+    alg_id, bias or not) through `sparse_mm` before: only the per-tensor 16-byte alignment is checked again."""
     if a.data_ptr() % 16 or b.data_ptr() % 16:
-        _check(a, b, alg_id)  # raises, naming the misaligned operand
-    return load().sparse_mm(a, b, transpose_result, alg_id)
+        _check(a, b, alg_id, bias)  # raises, naming the misaligned operand
+    return load().sparse_mm(a, b, transpose_result, alg_id, bias)
 
 
 def search(a: torch.Tensor, b: torch.Tensor, transpose_result: bool = False) -> int:

@@ -5,7 +5,9 @@ Each product runs as A @ B with the 2:4 operand A compressed into cuSPARSELt's l
     dX^T = W_b^T (in, out) @ dY^T (out, T)   A = W_b^T,    2:4 along `out` only under a transposable mask
     dW   = S(dY^T) (out, T) @ X   (T, in)    A = MVUE(dY^T) along tokens, compressed every micro-batch
 Which products run sparse is an option ('fwd', 'dx', 'dw'); the others run as dense GEMMs on the
-same (masked) operands, so the math never changes, only the speed. Rules, all documented here:
+same (masked) operands, so the math never changes, only the speed. The layer's bias is added in the
+forward GEMM's epilogue (cuSPARSELt's bias pointer; F.linear's on the dense path). On a mask refresh
+`refresh_and_prepare` builds the mask and both compressed operands in one fused pass. Rules, all documented here:
 - compute dtype must be bf16 or fp16 and in/out features multiples of 64 (the layout our kernels write);
   otherwise the layer silently-but-warned runs every product dense.
 - a token count that is not a multiple of 64 is zero-padded to one (exact: zero rows add nothing).
@@ -199,9 +201,31 @@ class CusparseltBackend(Backend):
                 bwd = fwd if (ops.w_bwd is ops.w_fwd and not fwd_sparse) else ops.w_bwd.contiguous()
         return CusparseltPlan(fwd, bwd, fwd_sparse, bwd_sparse)
 
+    def refresh_and_prepare(self, weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, CusparseltPlan] | None:
+        """One launch for a 16-bit weight (kernels.transposable_compress scores, masks and packs W and W^T); for
+        an fp32 master weight its exact mask (kernels.transposable_mask), then its `dtype` cast packed both ways
+        under that mask in one launch. None unless Y and dX both run sparse with the fused kernels."""
+        out_f, in_f = weight.shape
+        kernels = self.kernels()
+        if not ({"fwd", "dx"} <= self.products and weight.is_cuda and weight.is_contiguous() and dtype in SPARSE_DTYPES
+                and weight.dtype in (torch.float32, *SPARSE_DTYPES) and out_f % FEATURE_MULTIPLE == 0
+                and in_f % FEATURE_MULTIPLE == 0 and kernels is not None and kernels.check(dtype, weight.device)):
+            return None
+        from sparse_core.kernels import transposable_compress, transposable_mask
+
+        with torch.no_grad():
+            if weight.dtype == dtype:
+                fwd, bwd, mask = transposable_compress(weight)
+            else:
+                mask = transposable_mask(weight, check_nan=False)  # exact in fp32; NaN is the training guard's
+                fwd, bwd, _ = transposable_compress(weight.to(dtype), mask)
+        return mask, CusparseltPlan(fwd, bwd, True, True)
+
     # ---- products -----------------------------------------------------------------------------
-    def _mm(self, a: torch.Tensor, b: torch.Tensor, transpose_result: bool) -> torch.Tensor:
-        """cuSPARSELt A @ B (or its transpose), with the algorithm searched once per shape/layout."""
+    def _mm(self, a: torch.Tensor, b: torch.Tensor, transpose_result: bool,
+            bias: torch.Tensor | None = None) -> torch.Tensor:
+        """cuSPARSELt A @ B (+ bias per row, in the epilogue; or the transpose), with the algorithm searched once
+        per shape/layout."""
         alg = 0
         key = (a.shape, b.shape, b.stride(), b.dtype, transpose_result, b.device)
         if self.search:
@@ -214,13 +238,14 @@ class CusparseltBackend(Backend):
                     self._algs[key] = alg
         mm = self._matmul()
         if mm is torch._cslt_sparse_mm:
-            return mm(a, b, transpose_result=transpose_result, alg_id=alg)
+            return mm(a, b, bias=bias, transpose_result=transpose_result, alg_id=alg)
         from sparse_core.backends import cslt_ext
 
-        if (key, alg) in self._checked:  # this layout passed cslt_ext's full input checks before
-            return cslt_ext.sparse_mm_prechecked(a, b, transpose_result, alg)
-        out = mm(a, b, transpose_result=transpose_result, alg_id=alg)
-        self._checked.add((key, alg))
+        checked = (key, alg, None if bias is None else bias.dtype)
+        if checked in self._checked:  # this layout passed cslt_ext's full input checks before
+            return cslt_ext.sparse_mm_prechecked(a, b, transpose_result, alg, bias)
+        out = mm(a, b, transpose_result=transpose_result, alg_id=alg, bias=bias)
+        self._checked.add(checked)
         return out
 
     def _matmul(self) -> Callable[..., torch.Tensor]:
@@ -239,11 +264,11 @@ class CusparseltBackend(Backend):
         return self._sparse_mm
 
     @torch.compiler.disable
-    def linear(self, x: torch.Tensor, plan: CusparseltPlan) -> torch.Tensor:
+    def linear(self, x: torch.Tensor, plan: CusparseltPlan, bias: torch.Tensor | None = None) -> torch.Tensor:
         if not plan.fwd_sparse:
-            return x @ plan.fwd.t()
+            return F.linear(x, plan.fwd, bias)
         tokens = x.shape[0]
-        y = self._mm(plan.fwd, _pad_rows(x, TOKEN_MULTIPLE).t(), transpose_result=True)  # (T, out)
+        y = self._mm(plan.fwd, _pad_rows(x, TOKEN_MULTIPLE).t(), transpose_result=True, bias=bias)  # (T, out)
         return y[:tokens]
 
     @torch.compiler.disable

@@ -26,8 +26,8 @@ class ReferenceBackend(Backend):
     def prepare(self, ops: SparseOperands) -> SparseOperands:
         return ops
 
-    def linear(self, x: torch.Tensor, plan: SparseOperands) -> torch.Tensor:
-        return x @ plan.w_fwd.t()
+    def linear(self, x: torch.Tensor, plan: SparseOperands, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(x, plan.w_fwd, bias)
 
     def grad_input(self, dy: torch.Tensor, plan: SparseOperands) -> torch.Tensor:
         return dy @ plan.w_bwd

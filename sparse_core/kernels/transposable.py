@@ -7,7 +7,8 @@ ties to the lowest pattern index (== masks.transposable_mask_24 whenever the fp3
 e.g. always for 16-bit magnitudes within 2**16 of each other). `best_pattern_keep` is that scoring, shared
 by both kernels. In `transposable_compress` the 64x64 tile's mask is written, then (after a block barrier,
 reading W and the mask back from L1/L2) the tile is packed twice by the compress building blocks: rows of
-W, and rows of W^T.
+W, and rows of W^T. Given a mask (e.g. the exact fp32 mask of a master weight, packing its 16-bit cast),
+`transposable_compress` skips the scoring and packs W and W^T under that mask in the same single launch.
 """
 
 from __future__ import annotations
@@ -58,14 +59,15 @@ if has_triton():
 
     @triton.jit
     def _transposable_kernel(x_ptr, p_ptr, pb_ptr, m_ptr, out_ptr, outt_ptr, rows, cols,
-                             TABLE: tl.constexpr, IS_BF16: tl.constexpr):
+                             TABLE: tl.constexpr, IS_BF16: tl.constexpr, SCORE: tl.constexpr):
         r0 = tl.program_id(0) * 64
         c0 = tl.program_id(1) * 64
-        off = block_offsets(cols, 64)
-        base = r0.to(tl.int64) * cols + c0
-        a = tl.abs(to_float(tl.load(x_ptr + base + off), IS_BF16))  # exact in tf32: 16-bit inputs fit its mantissa
-        tl.store(m_ptr + base + off, best_pattern_keep(a, p_ptr, pb_ptr, "tf32"))
-        tl.debug_barrier()  # the tile's mask is read back by other threads of this program
+        if SCORE:  # else the mask at m_ptr is given
+            off = block_offsets(cols, 64)
+            base = r0.to(tl.int64) * cols + c0
+            a = tl.abs(to_float(tl.load(x_ptr + base + off), IS_BF16))  # exact in tf32: 16-bit inputs fit its mantissa
+            tl.store(m_ptr + base + off, best_pattern_keep(a, p_ptr, pb_ptr, "tf32"))
+            tl.debug_barrier()  # the tile's mask is read back by other threads of this program
         pack_rows_tile(x_ptr, cols, m_ptr, cols, m_ptr, cols, out_ptr, rows, cols, r0, c0,
                        0, False, 64, TABLE)
         pack_cols_tile(x_ptr, cols, m_ptr, cols, m_ptr, cols, x_ptr, outt_ptr, cols, rows, c0, r0, 0,
@@ -165,17 +167,29 @@ def torch_transposable_mask(w: torch.Tensor) -> torch.Tensor:
     return transposable_mask_24(w)
 
 
-def transposable_compress(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(compressed w, compressed w.T, bool mask) under the exact transposable 2:4 mask of w (NaN-free)."""
+def transposable_compress(
+    w: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(compressed w, compressed w.T, bool mask) under the exact transposable 2:4 mask of w (NaN-free), or
+    under the given transposable `mask` (w's shape; e.g. transposable_mask of an fp32 master weight), which
+    is then returned as it is. One launch either way."""
     rows, cols = _check_weight(w)
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
+        if mask.shape != w.shape or mask.device != w.device or not mask.is_contiguous():
+            raise ValueError(f"mask must be a contiguous {tuple(w.shape)} bool tensor on {w.device}, got "
+                             f"{tuple(mask.shape)} on {mask.device} (contiguous={mask.is_contiguous()})")
     require_launch(w, "transposable_compress")
     pats, codes = _pattern_operands(str(w.device))
-    mask = torch.empty(rows, cols, dtype=torch.bool, device=w.device)
+    score = mask is None
+    if score:
+        mask = torch.empty(rows, cols, dtype=torch.bool, device=w.device)
     out = new_packed(rows, cols, w.dtype, w.device)
     out_t = new_packed(cols, rows, w.dtype, w.device)
     _transposable_kernel[(rows // 64, cols // 64)](
         w.view(torch.int16), pats, codes, mask.view(torch.uint8), out.view(torch.int16), out_t.view(torch.int16),
-        rows, cols, TABLE=NIBBLE_TABLE32, IS_BF16=w.dtype == torch.bfloat16, num_warps=8)
+        rows, cols, TABLE=NIBBLE_TABLE32, IS_BF16=w.dtype == torch.bfloat16, SCORE=score, num_warps=8)
     return out, out_t, mask
 
 

@@ -53,6 +53,11 @@ def test_valid_cpu_tensors_get_a_clear_error():
     (compressed(), dense_b(), {"alg_id": 1.0}, ValueError, "got 1.0"),
     (compressed(), dense_b(), {"alg_id": True}, ValueError, "got True"),
     ([[1.0]], dense_b(), {}, TypeError, "got list and Tensor"),
+    (compressed(), dense_b(), {"bias": torch.zeros(M + 1, dtype=torch.bfloat16)}, ValueError,
+     r"bias must be a \(64,\) torch.bfloat16 tensor on cpu \(one value per row of A\), got \(65,\)"),
+    (compressed(), dense_b(), {"bias": torch.zeros(M)}, ValueError, "got \\(64,\\) torch.float32"),
+    (compressed(), dense_b(), {"bias": torch.zeros(1, M, dtype=torch.bfloat16)}, ValueError, "got \\(1, 64\\)"),
+    (compressed(), dense_b(), {"bias": [0.0] * M}, ValueError, "got list"),
 ])
 def test_bad_inputs_are_named(a, b, kwargs, error, match):
     with pytest.raises(error, match=match):

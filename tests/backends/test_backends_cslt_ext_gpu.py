@@ -114,6 +114,49 @@ def test_search_gives_an_alg_that_matches_torch(ext):
     assert_same_as_torch(ext.sparse_mm(ac, b, transpose_result=True, alg_id=torch_alg), ac, b, True, torch_alg)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("transpose_result", [True, False])
+def test_bias_in_the_epilogue_matches_torch(ext, transpose_result, dtype):
+    a, b = operands(384, 768, 1024, False, dtype, seed=6)
+    ac = torch._cslt_compress(a)
+    bias = torch.randn(384, device="cuda").to(dtype)
+    ours = ext.sparse_mm(ac, b, transpose_result=transpose_result, bias=bias)
+    ref = torch._cslt_sparse_mm(ac, b, bias=bias, transpose_result=transpose_result)
+    if torch.equal(ref, torch._cslt_sparse_mm(ac, b, bias=bias, transpose_result=transpose_result)):
+        assert torch.equal(ours, ref), rel(ours, ref)
+    dense = a.float() @ b.float() + bias.float()[:, None]  # one bias value per row of A @ B
+    assert rel(ours, dense.t() if transpose_result else dense) < 1e-2
+
+
+def test_one_bias_plan_serves_layers_of_the_same_shape(ext):
+    ext.clear_cache()
+    a, b = operands(256, 512, 640, False, torch.bfloat16, seed=7)
+    ac = torch._cslt_compress(a)
+    biases = [torch.randn(256, device="cuda").bfloat16() for _ in range(3)]
+    outs = [ext.sparse_mm(ac, b, transpose_result=True, bias=bias) for bias in biases]  # queued back to back
+    plain = ext.sparse_mm(ac, b, transpose_result=True)
+    for out, bias in zip(outs, biases):
+        assert torch.allclose(out.float(), plain.float() + bias.float(), atol=0.05, rtol=1e-2)
+    info = ext.cache_info()
+    assert info["size"] == 2 and info["bias_buffers"] >= 1  # one plan with bias, one without
+
+
+def test_cuda_graph_replay_reads_the_bias_tensor(ext):
+    a, b = operands(512, 1024, 2048, False, torch.bfloat16, seed=8)
+    static_a, static_x = torch._cslt_compress(a), b.t().contiguous()
+    static_bias = torch.randn(512, device="cuda").bfloat16()
+    call = lambda: ext.sparse_mm(static_a, static_x.t(), transpose_result=True, bias=static_bias)  # noqa: E731
+    call()
+    torch.cuda.synchronize()
+    graph, out = _capture(call)
+    for _ in range(2):
+        static_bias.copy_(torch.randn(512, device="cuda"))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref = torch._cslt_sparse_mm(static_a, static_x.t(), bias=static_bias, transpose_result=True)
+        assert rel(out, ref) < 1e-3
+
+
 def _capture(fn):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

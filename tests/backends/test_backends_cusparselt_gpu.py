@@ -192,3 +192,35 @@ def test_fused_mvue_dw_is_unbiased():
     mean = rel(torch.stack(draws).mean(0), exact)
     assert 0.05 < single < 2.0
     assert mean < 0.3 * single  # independent unbiased draws: error falls like 1/sqrt(64) = 0.125
+
+
+@pytest.mark.parametrize("weight_dtype", [torch.bfloat16, torch.float32], ids=["bf16-weights", "fp32-master"])
+def test_fused_refresh_builds_the_same_mask_and_operands(weight_dtype):
+    """A mask refresh through the backend's fused pass (one launch for bf16 weights; the fp32 mask + one packing
+    launch for master weights) gives the mask and compressed W, W^T of the plain path, byte for byte."""
+    _fast_available()
+    _, fused = twin_layers(384, 256, "cusparselt-fwd-dx", dtype=weight_dtype, seed=3)
+    _kernels_or_skip(fused.backend)
+    plain = copy.deepcopy(fused)
+    plain._fused_refresh = lambda: None  # the mask rule + prepare path
+    x = torch.randn(64, 384, device="cuda", dtype=weight_dtype)
+    for step in range(3):
+        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+            outs = [m(x) for m in (fused, plain)]  # the forward fixes the compute dtype (bf16)
+        assert torch.equal(outs[0], outs[1])
+        with torch.no_grad():
+            for m in (fused, plain):
+                m.weight.add_(0.02 * torch.cos(m.weight * (50 + step)))  # moves some entries across the mask
+        calls = fused.backend.refresh_and_prepare
+        seen = []
+        fused.backend.refresh_and_prepare = lambda w, d: seen.append(d) or calls(w, d)
+        try:
+            flips = [m.refresh_mask() for m in (fused, plain)]
+        finally:
+            del fused.backend.refresh_and_prepare
+        assert seen == [torch.bfloat16] and flips[0] == flips[1]
+        assert torch.equal(fused.mask, plain.mask)
+        key = fused._plan_key
+        a, b = fused.plan(torch.bfloat16), plain.plan(torch.bfloat16)
+        assert fused._plan_key == key  # the fused pass's plan is the one the next forward uses
+        assert torch.equal(a.fwd, b.fwd) and torch.equal(a.bwd, b.bwd)

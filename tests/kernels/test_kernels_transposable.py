@@ -37,6 +37,33 @@ def test_transposable_bad_shape():
         transposable_compress(rand((64, 96), torch.bfloat16))
 
 
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_given_mask_packs_w_and_wt_under_it(dtype):
+    """The fp32 master-weight path: the mask of the fp32 weight, the 16-bit cast packed under it."""
+    w32 = rand((128, 192), torch.float32, "randn", seed=5)
+    mask = transposable_mask_24(w32.cpu()).to(w32.device)
+    w = w32.to(dtype)
+    pw, pwt, out_mask = transposable_compress(w, mask)
+    assert out_mask is mask
+    masked = torch.where(mask, w, 0).cpu()
+    rw, rwt = torch_transposable_compress(masked)[:2]  # the masked matrix's own mask keeps the same entries
+    assert same_bytes(pw, rw, packed_numel(128, 192))
+    assert same_bytes(pwt, rwt, packed_numel(192, 128))
+
+
+@needs_kernels
+@pytest.mark.parametrize("make, error, match", [
+    (lambda d: torch.ones(64, 64, dtype=torch.uint8, device=d), TypeError, "bool tensor, got torch.uint8"),
+    (lambda d: torch.ones(64, 128, dtype=torch.bool, device=d), ValueError, r"\(64, 64\) bool tensor"),
+    (lambda d: torch.ones(64, 128, dtype=torch.bool, device=d)[:, ::2], ValueError, "contiguous=False"),
+])
+def test_given_mask_is_checked(make, error, match):
+    w = rand((64, 64), torch.bfloat16, "randn", seed=1)
+    with pytest.raises(error, match=match):
+        transposable_compress(w, make(w.device))
+
+
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape", [(768, 3072), (3072, 768), (1024, 4096), (4096, 4096)])

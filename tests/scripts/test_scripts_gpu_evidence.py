@@ -36,6 +36,12 @@ def expand(job: str) -> tuple[int, str]:
     ("long-2by4+r40+l6e-5", ["train.max_steps=2000", "sparse.mask_refresh_interval=40 sparse.lambda_w=6e-5"]),
     ("ddp-2gpu", ["torchrun --standalone --nproc_per_node=2 -m nanogpt.train", "run_name=ddp-2gpu"]),
     ("deit-2by4", ["-m deit.train", "sparse.mask_refresh_interval=40"]),
+    ("ffn-plans", ["accelerate/bench_ffn.py --tokens 16384", "--kinds ffn --name ffn-plans"]),
+    ("gated-plans", ["accelerate/bench_ffn.py", "--kinds gated --name gated-plans"]),
+    ("block-amp", ["accelerate/bench_block.py", "--precision amp --variants dense sc-fwd-dx sc-fwd-dx-mvue sc-all "
+                   "--name block-amp"]),
+    ("ffn-profile", ["accelerate/profile_ffn.py --d 768 4096"]),
+    ("block-grid", ["accelerate/bench_block.py --tokens 8192 65536 --d"]),
 ])
 def test_jobs_expand_to_their_commands(job: str, expected: list[str]) -> None:
     code, out = expand(job)

@@ -1,8 +1,13 @@
 // Cached cuSPARSELt plans for 2:4 sparse GEMMs: same inputs, outputs and compressed layout as
 // torch._cslt_sparse_mm, but descriptors, algorithm selection and plan are built once per
-// (device, m, k, n, dtype, B order, transpose_result, alg_id) and reused; a call after the first
-// only allocates the output and workspace (torch's caching allocator) and enqueues cusparseLtMatmul
-// on the current stream, so it is cheap on the host and safe inside CUDA-graph capture.
+// (device, m, k, n, dtype, B order, transpose_result, bias or not, alg_id) and reused; a call after
+// the first only allocates the output and workspace (torch's caching allocator) and enqueues
+// cusparseLtMatmul on the current stream, so it is cheap on the host and safe inside CUDA-graph capture.
+//
+// Bias: cuSPARSELt adds a per-row bias of D in the GEMM epilogue (CUSPARSELT_MATMUL_BIAS_POINTER), but
+// reads the pointer when the plan is built. A plan with bias therefore owns a fixed device buffer; each
+// call copies the caller's bias into it on the stream first (m elements, stream-ordered, captured by
+// graphs like the GEMM). The buffers are never freed: a captured graph may still read them.
 //
 // Layout conventions (the ones torch's own cuSPARSELt ops use, so the compressed bytes agree):
 //   A: torch._cslt_compress of a row-major (m, k) 2:4 matrix: an (m, S) buffer holding the compressed
@@ -42,12 +47,13 @@ struct Problem {
   c10::ScalarType dtype;
   bool b_row_major;
   bool transpose_result;
+  bool bias;
 };
 
-using PlanKey = std::tuple<c10::DeviceIndex, int64_t, int64_t, int64_t, int8_t, bool, bool, int>;
+using PlanKey = std::tuple<c10::DeviceIndex, int64_t, int64_t, int64_t, int8_t, bool, bool, bool, int>;
 
 PlanKey key_of(const Problem& p, int alg_id) {
-  return {p.device, p.m, p.k, p.n, static_cast<int8_t>(p.dtype), p.b_row_major, p.transpose_result, alg_id};
+  return {p.device, p.m, p.k, p.n, static_cast<int8_t>(p.dtype), p.b_row_major, p.transpose_result, p.bias, alg_id};
 }
 
 cudaDataType cuda_type(c10::ScalarType t) {
@@ -67,7 +73,9 @@ cudaDataType cuda_type(c10::ScalarType t) {
 // cuSPARSELt objects may keep pointers to the handle and to each other.
 class Plan {
  public:
-  Plan(const cusparseLtHandle_t* handle, const Problem& p, int alg_id) : handle_(handle) {
+  // bias_buffer: the (m,) device buffer the epilogue reads (defined iff p.bias), kept alive by the caller
+  Plan(const cusparseLtHandle_t* handle, const Problem& p, int alg_id, const at::Tensor& bias_buffer)
+      : handle_(handle), bias_buffer_(bias_buffer) {
     try {
       init(p, alg_id);
     } catch (...) {
@@ -83,13 +91,16 @@ class Plan {
 
   // D = A @ B (or the search over algorithms) on the current stream, workspace from torch's caching
   // allocator: stream-ordered and private to the graph pool under capture, as in torch's own op.
-  void run(const at::Tensor& a, const at::Tensor& b, at::Tensor& d, bool search) {
+  void run(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& bias, at::Tensor& d,
+           bool search) {
     // torch._cslt_compress's shape: (m, ceil(compressed bytes / (m * itemsize))); anything else means a
     // different (m, k) than the one the buffer was compressed for (e.g. b passed the wrong way round)
     const int64_t row_bytes = a.size(0) * static_cast<int64_t>(a.element_size());
     const int64_t cols = (static_cast<int64_t>(compressed_bytes_) + row_bytes - 1) / row_bytes;
     TORCH_CHECK(a.size(1) == cols, "cslt_plans: compressed a has shape ", a.sizes(), " but torch._cslt_compress of a (",
                 a.size(0), ", ", b.size(0), ") matrix (k = b.size(0)) has shape (", a.size(0), ", ", cols, ")");
+    TORCH_CHECK(bias.has_value() == bias_buffer_.defined(), "cslt_plans: bias given to a plan built without one");
+    if (bias.has_value()) bias_buffer_.copy_(*bias, /*non_blocking=*/true);  // same stream as the GEMM
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     c10::DataPtr workspace = c10::cuda::CUDACachingAllocator::get()->allocate(workspace_);
     const float alpha = 1.0f, beta = 0.0f;
@@ -130,6 +141,11 @@ class Plan {
         handle_, &matmul_, CUSPARSE_OPERATION_NON_TRANSPOSE,
         p.b_row_major ? CUSPARSE_OPERATION_NON_TRANSPOSE : CUSPARSE_OPERATION_TRANSPOSE, &a_, &b_, &d_, &d_,
         CUSPARSE_COMPUTE_32F));
+    if (p.bias) {  // read at plan init: the buffer's address is fixed for the plan's life
+      void* bias_ptr = bias_buffer_.data_ptr();
+      CSLT_CHECK(cusparseLtMatmulDescSetAttribute(handle_, &matmul_, CUSPARSELT_MATMUL_BIAS_POINTER, &bias_ptr,
+                                                  sizeof(bias_ptr)));
+    }
     CSLT_CHECK(cusparseLtMatmulAlgSelectionInit(handle_, &alg_sel_, &matmul_, CUSPARSELT_MATMUL_ALG_DEFAULT));
     alg_ok_ = true;
     CSLT_CHECK(cusparseLtMatmulAlgSetAttribute(handle_, &alg_sel_, CUSPARSELT_MATMUL_ALG_CONFIG_ID, &alg_id,
@@ -149,6 +165,7 @@ class Plan {
   }
 
   const cusparseLtHandle_t* handle_;
+  at::Tensor bias_buffer_;
   cusparseLtMatDescriptor_t a_{}, b_{}, d_{};
   cusparseLtMatmulDescriptor_t matmul_{};
   cusparseLtMatmulAlgSelection_t alg_sel_{};
@@ -163,6 +180,7 @@ struct State {
   std::mutex mutex;
   std::map<c10::DeviceIndex, std::unique_ptr<cusparseLtHandle_t>> handles;
   std::map<PlanKey, std::shared_ptr<Plan>> plans;  // shared: clear_cache may run beside a call
+  std::map<PlanKey, at::Tensor> bias_buffers;      // never cleared: captured graphs may read them
   int64_t hits = 0, misses = 0;
 };
 
@@ -183,7 +201,8 @@ const cusparseLtHandle_t* handle_locked(c10::DeviceIndex device) {
   return it->second.get();
 }
 
-Problem problem_of(const at::Tensor& a, const at::Tensor& b, bool transpose_result) {
+Problem problem_of(const at::Tensor& a, const at::Tensor& b, bool transpose_result,
+                   const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK(a.is_cuda() && b.is_cuda(), "cslt_plans: a and b must be CUDA tensors, got ", a.device(), " and ",
               b.device());
   TORCH_CHECK(a.device() == b.device(), "cslt_plans: a and b are on different devices: ", a.device(), " vs ",
@@ -203,16 +222,34 @@ Problem problem_of(const at::Tensor& a, const at::Tensor& b, bool transpose_resu
   TORCH_CHECK(reinterpret_cast<uintptr_t>(a.data_ptr()) % kAlignment == 0 &&
                   reinterpret_cast<uintptr_t>(b.data_ptr()) % kAlignment == 0,
               "cslt_plans: a and b data pointers must be ", kAlignment, "-byte aligned");
-  return {b.device().index(), m, k, n, b.scalar_type(), row_major, transpose_result};
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == m && bias->scalar_type() == a.scalar_type() &&
+                    bias->device() == a.device(),
+                "cslt_plans: bias must be a (", m, ",) ", a.scalar_type(), " tensor on ", a.device(), ", got ",
+                bias->sizes(), " ", bias->scalar_type(), " on ", bias->device());
+  }
+  return {b.device().index(), m, k, n, b.scalar_type(), row_major, transpose_result, bias.has_value()};
+}
+
+// The fixed bias buffer of a plan key (caller holds state().mutex; undefined tensor when p has no bias).
+at::Tensor bias_buffer_locked(const PlanKey& key, const Problem& p) {
+  if (!p.bias) return at::Tensor();
+  auto& buffers = state().bias_buffers;
+  auto it = buffers.find(key);
+  if (it == buffers.end()) {
+    it = buffers.emplace(key, at::empty({p.m}, at::TensorOptions().dtype(p.dtype).device(at::kCUDA, p.device))).first;
+  }
+  return it->second;
 }
 
 at::Tensor empty_result(const at::Tensor& b, const Problem& p) {
   return p.transpose_result ? at::empty({p.n, p.m}, b.options()) : at::empty({p.m, p.n}, b.options());
 }
 
-at::Tensor sparse_mm(const at::Tensor& a, const at::Tensor& b, bool transpose_result, int64_t alg_id) {
+at::Tensor sparse_mm(const at::Tensor& a, const at::Tensor& b, bool transpose_result, int64_t alg_id,
+                     const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK(alg_id >= 0 && alg_id <= INT32_MAX, "cslt_plans: alg_id must be a non-negative int, got ", alg_id);
-  const Problem p = problem_of(a, b, transpose_result);
+  const Problem p = problem_of(a, b, transpose_result, bias);
   c10::cuda::CUDAGuard guard(p.device);
   std::shared_ptr<Plan> plan;
   {
@@ -224,27 +261,28 @@ at::Tensor sparse_mm(const at::Tensor& a, const at::Tensor& b, bool transpose_re
       ++state().hits;
     } else {
       ++state().misses;
-      it = plans.emplace(key, std::make_shared<Plan>(handle_locked(p.device), p, static_cast<int>(alg_id))).first;
+      it = plans.emplace(key, std::make_shared<Plan>(handle_locked(p.device), p, static_cast<int>(alg_id),
+                                                     bias_buffer_locked(key, p))).first;
     }
     plan = it->second;
   }
   at::Tensor d = empty_result(b, p);
-  plan->run(a, b, d, /*search=*/false);
+  plan->run(a, b, bias, d, /*search=*/false);
   return d;
 }
 
 int64_t search(const at::Tensor& a, const at::Tensor& b, bool transpose_result) {
-  const Problem p = problem_of(a, b, transpose_result);
+  const Problem p = problem_of(a, b, transpose_result, c10::nullopt);
   c10::cuda::CUDAGuard guard(p.device);
   TORCH_CHECK(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None,
               "cslt_plans: search times kernels and cannot run inside a CUDA-graph capture; search before capturing");
   std::unique_ptr<Plan> plan;
   {
     std::lock_guard<std::mutex> lock(state().mutex);
-    plan = std::make_unique<Plan>(handle_locked(p.device), p, 0);
+    plan = std::make_unique<Plan>(handle_locked(p.device), p, 0, at::Tensor());
   }
   at::Tensor d = empty_result(b, p);
-  plan->run(a, b, d, /*search=*/true);
+  plan->run(a, b, c10::nullopt, d, /*search=*/true);
   return plan->alg_id();
 }
 
@@ -255,6 +293,7 @@ py::dict cache_info() {
   info["hits"] = state().hits;
   info["misses"] = state().misses;
   info["handles"] = state().handles.size();
+  info["bias_buffers"] = state().bias_buffers.size();
   return info;
 }
 
@@ -289,8 +328,9 @@ int64_t header_version() { return CUSPARSELT_VERSION; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "cuSPARSELt 2:4 sparse GEMM with plans cached per shape/layout (same semantics as torch._cslt_sparse_mm)";
-  m.def("sparse_mm", &sparse_mm, "compressed A @ B (or its transpose, contiguous) with a cached plan",
-        py::arg("a_compressed"), py::arg("b"), py::arg("transpose_result"), py::arg("alg_id"));
+  m.def("sparse_mm", &sparse_mm, "compressed A @ B (+ bias per row of A @ B; or the transpose) with a cached plan",
+        py::arg("a_compressed"), py::arg("b"), py::arg("transpose_result"), py::arg("alg_id"),
+        py::arg("bias") = py::none());
   m.def("search", &search, "best cuSPARSELt algorithm id for this problem (cusparseLtMatmulSearch)",
         py::arg("a_compressed"), py::arg("b"), py::arg("transpose_result"));
   m.def("cache_info", &cache_info, "plan cache statistics: size, hits, misses, handles");
