@@ -35,6 +35,7 @@ KINDS = [
 
 
 def kind_of(name: str) -> str:
+    """The kind of a CUDA kernel, from its name (KINDS, first match)."""
     return next((kind for kind, pattern in KINDS if pattern.search(name)), "other")
 
 

@@ -1,0 +1,62 @@
+"""accelerate/: the speed-up arithmetic, the merging of runs and the written tables (no GPU needed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ACCELERATE = Path(__file__).resolve().parents[2] / "accelerate"
+sys.path.insert(0, str(ACCELERATE))  # the benchmarks are scripts, not a package
+
+from accel_bench import write_outputs  # noqa: E402
+from accel_runner import summarise  # noqa: E402
+from report import merge  # noqa: E402
+
+ENV = {"gpu": "test GPU", "sm": "9.0", "torch": "x", "cuda": "x", "cusparselt": 800, "triton": "x",
+       "date": "2026-11-30", "command": "python3 accelerate/bench_ffn.py"}
+
+
+def results() -> dict[str, dict]:
+    return {
+        "dense": {"eager_fwd_bwd": 10.0, "graph_fwd_bwd": 9.0, "eager_fwd": 3.0, "peak_mib": 100.0},
+        "sc-fwd-dx": {"graph_fwd_bwd": 7.0, "graph_fwd_bwd_total": 7.5, "graph_fwd": 2.0, "peak_mib": 120.0},
+        "sc-all": {"graph_fwd_bwd": 6.5, "graph_fwd_bwd_total": 7.2, "eager_fwd_bwd": 6.0,
+                   "eager_fwd_bwd_total": 6.7, "peak_mib": 130.0},
+    }
+
+
+def test_speedups_take_the_best_dense_and_include_per_step_costs():
+    s = summarise(results())
+    assert s["dense_fwd_bwd_ms"] == 9.0  # best of eager and graph replay
+    assert s["best_fwd_bwd"] == "sc-all/eager" and s["best_fwd_bwd_ms"] == 6.7  # totals, not the bare micro-batch
+    assert s["speedup_fwd_bwd"] == pytest.approx(9.0 / 6.7)
+    assert s["speedup_fwd_bwd_no_step"] == pytest.approx(9.0 / 6.0)
+    assert s["x_sc-fwd-dx_graph_fwd_bwd"] == pytest.approx(9.0 / 7.5)
+    assert s["speedup_fwd"] == pytest.approx(3.0 / 2.0)
+
+
+def row(d: int, tokens: int, speedup: float) -> dict:
+    return {"kind": "ffn", "d": d, "tokens": tokens, "speedup_fwd_bwd": speedup, "best_fwd_bwd": "sc-all/graph",
+            "variants": results()}
+
+
+def test_merge_keeps_the_last_run_of_each_shape(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"env": ENV, "args": {}, "rows": [row(768, 8192, 0.9), row(1024, 8192, 1.0)]}))
+    second.write_text(json.dumps({"env": ENV, "args": {"precision": "amp"}, "rows": [row(768, 8192, 1.1)]}))
+    rows, envs = merge([first, second])
+    assert [(r["d"], r["speedup_fwd_bwd"], r["source"]) for r in rows] == [(768, 1.1, "b.json"), (1024, 1.0, "a.json")]
+    assert [e["precision"] for e in envs] == ["bf16", "amp"]  # runs from before --precision count as bf16
+
+
+def test_outputs_name_the_environment_and_the_peak_memory(tmp_path):
+    write_outputs(tmp_path, "t", ENV, {"d": [768]}, [row(768, 16384, 1.25)], "title", ["a note"])
+    md = (tmp_path / "t.md").read_text()
+    assert "test GPU" in md and "python3 accelerate/bench_ffn.py" in md and "a note" in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| ffn | 768"))
+    assert "1.250" in line and "100.000" in line and "120.000" in line  # dense and lowest sparse peak MiB
+    assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["d"] == 768
+    assert (tmp_path / "t.png").stat().st_size > 0
