@@ -6,7 +6,8 @@ The three GEMMs of one layer (X: tokens x in, W: out x in, M: the 2:4 mask):
                                  a transposable M makes (M*W)^T 2:4 too, for sparse cores
     dW = MVUE(dY^T)^T X          or dY^T X with MVUE off; lands on the dense W (straight-through)
 The backend (reference torch, or a fast GPU one) computes them; operands are rebuilt only when the
-weight or mask changes, i.e. once per optimizer step, however many micro-batches run.
+weight or mask changes, i.e. once per optimizer step, however many micro-batches run; a backend with a
+fused pass (`Backend.refresh_and_prepare`) builds them together with the mask on a refresh.
 
 Transposable masks of CUDA weights (float32/bfloat16/float16, both dims multiples of 64) are computed by
 the Triton kernel `sparse_core.kernels.transposable_mask` (same rule as masks.transposable_mask_24), other
