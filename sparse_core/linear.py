@@ -78,10 +78,14 @@ class _SparseLinearFunction(torch.autograd.Function):
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = ctx.backend.grad_input(dy, ctx.plan)  # dX = dY W_b
-        if ctx.needs_input_grad[1]:
-            dw = ctx.backend.grad_weight(dy, x, ctx.mvue, ctx.generator).to(ctx.weight_dtype)  # dW = S(dY^T) X
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[1] and ctx.needs_input_grad[2]:  # dW = S(dY^T) X, db = sum of dY over tokens
+            dw, db = ctx.backend.grad_weight_and_bias(dy, x, ctx.mvue, ctx.generator)
+        elif ctx.needs_input_grad[1]:
+            dw = ctx.backend.grad_weight(dy, x, ctx.mvue, ctx.generator)
+        elif ctx.needs_input_grad[2]:
             db = dy.sum(0)
+        if dw is not None:
+            dw = dw.to(ctx.weight_dtype)
         return dx, dw, db, None, None, None, None
 
 

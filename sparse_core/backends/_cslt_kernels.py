@@ -16,11 +16,12 @@ import torch
 
 @dataclass
 class KernelSet:
-    """Fused compressors: `compress(a, mask, transpose)` and `mvue_t(dy, seed)` -> packed operand;
-    `mvue_dense_t(dy, seed)` -> the same MVUE estimate of dY^T uncompressed (for a dense dW GEMM)."""
+    """Fused compressors: `compress(a, mask, transpose)` and `mvue_t(dy, seed)` -> packed operand
+    (`mvue_t(dy, seed, return_sum=True)` -> (packed, dy.sum(0))); `mvue_dense_t(dy, seed)` -> the same MVUE
+    estimate of dY^T uncompressed (for a dense dW GEMM)."""
 
     compress: Callable[..., torch.Tensor]
-    mvue_t: Callable[[torch.Tensor, int], torch.Tensor]
+    mvue_t: Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
     mvue_dense_t: Callable[[torch.Tensor, int], torch.Tensor]
     verified: dict = field(default_factory=dict)  # dtype -> bool
 

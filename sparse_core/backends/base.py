@@ -52,6 +52,12 @@ class Backend(abc.ABC):
     def grad_input(self, dy: torch.Tensor, plan: Any) -> torch.Tensor:
         """dX = dY W_b for 2-D dY (tokens, out)."""
 
+    def grad_weight_and_bias(
+        self, dy: torch.Tensor, x: torch.Tensor, mvue: bool, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dW, db = dY summed over tokens); a backend may make db in a pass over dY it makes anyway."""
+        return self.grad_weight(dy, x, mvue, generator), dy.sum(0)
+
     @abc.abstractmethod
     def grad_weight(
         self, dy: torch.Tensor, x: torch.Tensor, mvue: bool, generator: torch.Generator | None

@@ -283,8 +283,22 @@ class CusparseltBackend(Backend):
     def grad_weight(
         self, dy: torch.Tensor, x: torch.Tensor, mvue: bool, generator: torch.Generator | None
     ) -> torch.Tensor:
+        return self._grad_weight(dy, x, mvue, generator, with_bias=False)[0]
+
+    @torch.compiler.disable
+    def grad_weight_and_bias(
+        self, dy: torch.Tensor, x: torch.Tensor, mvue: bool, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dw, db = self._grad_weight(dy, x, mvue, generator, with_bias=True)
+        return dw, dy.sum(0) if db is None else db
+
+    def _grad_weight(
+        self, dy: torch.Tensor, x: torch.Tensor, mvue: bool, generator: torch.Generator | None, with_bias: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """dW, and with_bias the bias gradient where the fused MVUE + compress pass of a sparse dW makes it from
+        the same read of dY (None elsewhere: the caller sums dY)."""
         if not mvue:
-            return dy.t() @ x
+            return dy.t() @ x, None
         k = self._kernels_for(dy)
         pad = (-dy.shape[0]) % TOKEN_MULTIPLE
         sparse = self._dw_sparse(dy, x)
@@ -293,17 +307,17 @@ class CusparseltBackend(Backend):
             dy_p = F.pad(dy, (0, 0, 0, pad)) if pad else dy
             seed = torch.randint(0, 2**62, (1,), device=dy.device, dtype=torch.int64)
             if not sparse:
-                return k.mvue_dense_t(dy_p, seed)[:, : dy.shape[0]] @ x
-            st_c = k.mvue_t(dy_p, seed)  # MVUE + compress in the same pass
-        else:
-            st = mvue_tokens(dy, generator)  # (out, T), same draws as the reference backend
-            if not sparse:
-                return st @ x
-            st = F.pad(st, (0, pad)) if pad else st
-            # inside a graph capture: cuSPARSELt's own compress (the fused magnitude-rule kernel on S
-            # replayed ~100x slower in a graph on the H200, 2026-11-30; not yet explained)
-            st_c = _torch_compress(st) if torch.cuda.is_current_stream_capturing() else self._compress_s(st)
-        return self._mm(st_c, _pad_rows(x, TOKEN_MULTIPLE), transpose_result=False)  # (out, in)
+                return k.mvue_dense_t(dy_p, seed)[:, : dy.shape[0]] @ x, None
+            st_c, db = k.mvue_t(dy_p, seed, return_sum=True) if with_bias else (k.mvue_t(dy_p, seed), None)
+            return self._mm(st_c, _pad_rows(x, TOKEN_MULTIPLE), transpose_result=False), db  # (out, in)
+        st = mvue_tokens(dy, generator)  # (out, T), same draws as the reference backend
+        if not sparse:
+            return st @ x, None
+        st = F.pad(st, (0, pad)) if pad else st
+        # inside a graph capture: cuSPARSELt's own compress (the fused magnitude-rule kernel on S
+        # replayed ~100x slower in a graph on the H200, 2026-11-30; not yet explained)
+        st_c = _torch_compress(st) if torch.cuda.is_current_stream_capturing() else self._compress_s(st)
+        return self._mm(st_c, _pad_rows(x, TOKEN_MULTIPLE), transpose_result=False), None  # (out, in)
 
     def _dw_sparse(self, dy: torch.Tensor, x: torch.Tensor) -> bool:
         return ("dw" in self.products and dy.dtype in SPARSE_DTYPES and dy.dtype == x.dtype

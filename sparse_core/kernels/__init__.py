@@ -12,10 +12,12 @@ under TRITON_INTERPRET=1); without triton, use the torch twins.
     transposable_mask(w) -> mask
         exact transposable mask (== masks.transposable_mask_24 when the fp32 block sums are exact) of a
         float32/bfloat16/float16 w, dims multiples of 64; the mask refresh of SparseLinear on CUDA.
-    transposable_compress(w) -> (packed_w, packed_wt, mask)
-        exact transposable mask (== masks.transposable_mask_24) and both compressed operands, one launch.
-    mvue_compress_t(dy, seed) -> packed          seed: int, or a one-element int64 tensor on dy's device (graph-safe)
-        MVUE 2:4 of dY^T along tokens (dy: tokens x out), compressed as an (out x tokens) operand.
+    transposable_compress(w, mask=None) -> (packed_w, packed_wt, mask)
+        exact transposable mask (== masks.transposable_mask_24), or the given one, and both compressed
+        operands, one launch.
+    mvue_compress_t(dy, seed, return_sum=False) -> packed [, dy.sum(0)]   seed: int, or a one-element int64
+        tensor on dy's device (graph-safe). MVUE 2:4 of dY^T along tokens (dy: tokens x out), compressed as an
+        (out x tokens) operand; return_sum adds the bias gradient from the same read.
     mvue_24_t(dy, seed) -> dense (out x tokens): the same estimate, uncompressed (the dense dW GEMM takes it).
     masked_decay_(grad, weight, mask, lam) -> grad      grad += lam * (1 - mask) * weight, in place.
     gated_forward(yt, act) / gated_backward(yt, dz, act)

@@ -12,7 +12,8 @@ is shifts and ors of whole tensors, with no data exchange between threads:
     row-major order in registers (one layout conversion) before 16-byte stores.
   - `mvue_cols_tile` (MVUE 2:4 of X^T): like pack_cols_tile, but read as the four parts (s, h) of the
     rows path (X columns 16t + 8s + a, still 16-byte loads), so that the four groups of a metadata word
-    share one Philox call and the word needs no exchange between threads.
+    share one Philox call and the word needs no exchange between threads. With SUMS it also writes X
+    summed over each 64-row chunk (a linear layer's bias gradient when X = dY), from the same loads.
 All in-tile offsets are int32; only each program's base pointers use int64.
 """
 
@@ -315,8 +316,25 @@ if has_triton():
         return nib
 
     @triton.jit
-    def mvue_cols_tile(x_ptr, sx, d_ptr, out_ptr, rows, cols, row0, col0, seed_ptr,
-                       DENSE_OUT: tl.constexpr, BC: tl.constexpr, IS_BF16: tl.constexpr):
+    def _chunk_sums(a, b, c, d, e, f, g, h, IS_BF16: tl.constexpr, GH: tl.constexpr):
+        """(GH / 8, 32) float32: eight (GH, 32) parts of one s (both halves, all members) summed over each
+        64-row chunk of X (the 8 consecutive g4 = 4g + q with g in {2c, 2c + 1} hold X rows 64c .. 64c + 63)."""
+        t = (to_float(a, IS_BF16) + to_float(b, IS_BF16) + to_float(c, IS_BF16) + to_float(d, IS_BF16)
+             + to_float(e, IS_BF16) + to_float(f, IS_BF16) + to_float(g, IS_BF16) + to_float(h, IS_BF16))
+        return tl.sum(tl.reshape(t, (GH // 8, 8, 32)), axis=1)
+
+    @triton.jit
+    def _store_chunk_sums(s_ptr, sums, rows, row0, col0, s: tl.constexpr, GH: tl.constexpr):
+        """Chunk sums of part s to s_ptr[(col0 / 64 + chunk) * rows + A row]: one slot per 64 X rows, whatever
+        BC is, so every slot is written exactly once (autotuning trials leave no stale slots)."""
+        i = tl.arange(0, 32)
+        ar = row0 + (i // 8) * 16 + s * 8 + i % 8
+        chunk = col0 // 64 + tl.arange(0, GH // 8)
+        tl.store(s_ptr + chunk[:, None] * rows + ar[None, :], sums)
+
+    @triton.jit
+    def mvue_cols_tile(x_ptr, sx, d_ptr, out_ptr, s_ptr, rows, cols, row0, col0, seed_ptr,
+                       DENSE_OUT: tl.constexpr, SUMS: tl.constexpr, BC: tl.constexpr, IS_BF16: tl.constexpr):
         """MVUE (`mvue_pair`) of rows row0..+63, columns col0..+BC-1 of A = X^T, packed like pack_cols_tile.
         The tile is read as four parts (s, h) = the four nibbles of a metadata word, so one Philox call
         (counter = the word's index, key = the int64 at seed_ptr) gives the uniforms of all four groups."""
@@ -338,6 +356,11 @@ if has_triton():
         x111 = tl.load(xb + _mvue_offsets(sx, 1, 1, 1, GH))
         x112 = tl.load(xb + _mvue_offsets(sx, 1, 1, 2, GH))
         x113 = tl.load(xb + _mvue_offsets(sx, 1, 1, 3, GH))
+        if SUMS:  # X summed over its rows (tokens) per 64-row chunk: the bias gradient, from these loads
+            _store_chunk_sums(s_ptr, _chunk_sums(x000, x001, x002, x003, x010, x011, x012, x013, IS_BF16, GH),
+                              rows, row0, col0, 0, GH)
+            _store_chunk_sums(s_ptr, _chunk_sums(x100, x101, x102, x103, x110, x111, x112, x113, IS_BF16, GH),
+                              rows, row0, col0, 1, GH)
         # word (4 g + q, i = 8 rt + a) -> metadata tile (row block, col0 / 32 + g), offset 32 rt + 4 a + q
         tile = ((row0 // 64) * (cols // 32) + col0 // 32) * 128  # < rows * cols / 16 < 2**31
         g4 = tl.arange(0, GH)
@@ -355,14 +378,15 @@ if has_triton():
             tl.store(meta + woff, word.to(tl.int16))
 
     @triton.jit
-    def pack_cols_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, rows, cols, row0, col0, seed,
-                       RULE: tl.constexpr, MASK_OUT: tl.constexpr, DENSE_OUT: tl.constexpr,
+    def pack_cols_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, s_ptr, rows, cols, row0, col0, seed,
+                       RULE: tl.constexpr, MASK_OUT: tl.constexpr, DENSE_OUT: tl.constexpr, SUMS: tl.constexpr,
                        BC: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
         """Pack rows row0..+63, columns col0..+BC-1 of A = X^T (int16 X[c, r] at x_ptr + c*sx + r); rules
         as pack_rows_tile plus 2 = MVUE (`mvue_cols_tile`, seed = pointer to an int64; DENSE_OUT writes
         the estimate as a row-major A at d_ptr instead of the packed operand); masks in X's orientation."""
         if RULE == 2:
-            mvue_cols_tile(x_ptr, sx, d_ptr, out_ptr, rows, cols, row0, col0, seed, DENSE_OUT, BC, IS_BF16)
+            mvue_cols_tile(x_ptr, sx, d_ptr, out_ptr, s_ptr, rows, cols, row0, col0, seed, DENSE_OUT, SUMS, BC,
+                           IS_BF16)
         else:
             GH: tl.constexpr = BC // 8
             c64 = col0.to(tl.int64)

@@ -46,15 +46,15 @@ if has_triton():
                        tl.program_id(0) * 64, tl.program_id(1) * BC, RULE, MASK_OUT, BC, TABLE)
 
     @triton.jit
-    def _cols_kernel(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, rows, cols, seed,
-                     RULE: tl.constexpr, MASK_OUT: tl.constexpr, DENSE_OUT: tl.constexpr,
+    def _cols_kernel(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, s_ptr, rows, cols, seed,
+                     RULE: tl.constexpr, MASK_OUT: tl.constexpr, DENSE_OUT: tl.constexpr, SUMS: tl.constexpr,
                      BC: tl.constexpr, TABLE: tl.constexpr, IS_BF16: tl.constexpr):
-        pack_cols_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, rows, cols,
+        pack_cols_tile(x_ptr, sx, m_ptr, sm, mo_ptr, smo, d_ptr, out_ptr, s_ptr, rows, cols,
                        tl.program_id(0) * 64, tl.program_id(1) * BC, seed,
-                       RULE, MASK_OUT, DENSE_OUT, BC, TABLE, IS_BF16)
+                       RULE, MASK_OUT, DENSE_OUT, SUMS, BC, TABLE, IS_BF16)
 
     _rows_tuned = _tuned(_rows_kernel, ["rows", "cols", "RULE", "MASK_OUT"])
-    _cols_tuned = _tuned(_cols_kernel, ["rows", "cols", "RULE", "MASK_OUT", "DENSE_OUT"])
+    _cols_tuned = _tuned(_cols_kernel, ["rows", "cols", "RULE", "MASK_OUT", "DENSE_OUT", "SUMS"])
 
 
 def launch_packer(transpose: bool, rows: int, cols: int, *args, **constexprs) -> None:
@@ -108,8 +108,8 @@ def compress_24(
     mask_write = mask is None and return_mask
     if transpose:
         launch_packer(True, rows, cols, bits, bits.stride(0), m8, m8.stride(0), mo8, mo8.stride(0), bits,
-                      out.view(torch.int16), rows, cols, 0, RULE=rule, MASK_OUT=mask_write, DENSE_OUT=False,
-                      IS_BF16=dense.dtype == torch.bfloat16)
+                      out.view(torch.int16), bits, rows, cols, 0, RULE=rule, MASK_OUT=mask_write, DENSE_OUT=False,
+                      SUMS=False, IS_BF16=dense.dtype == torch.bfloat16)
     else:
         launch_packer(False, rows, cols, bits, bits.stride(0), m8, m8.stride(0), mo8, mo8.stride(0),
                       out.view(torch.int16), rows, cols, RULE=rule, MASK_OUT=mask_write)

@@ -40,8 +40,10 @@ def _seed_tensor(seed: int | torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     return torch.full((1,), seed, dtype=torch.int64, device=dy.device)
 
 
-def _launch(dy: torch.Tensor, seed: int | torch.Tensor, dense_out: bool) -> torch.Tensor:
-    """The packed operand, or with dense_out the same estimate as a dense (out, tokens) tensor instead."""
+def _launch(dy: torch.Tensor, seed: int | torch.Tensor, dense_out: bool,
+            return_sum: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The packed operand, or with dense_out the same estimate as a dense (out, tokens) tensor instead; with
+    return_sum also dy summed over tokens (out,), in dy's dtype, from the same read."""
     rows, cols = _operand_view(dy, True, "dy")
     if rows * cols >= 2**35:
         raise ValueError(f"dy has {rows * cols} elements; the Philox counters of this kernel allow < 2**35")
@@ -54,15 +56,21 @@ def _launch(dy: torch.Tensor, seed: int | torch.Tensor, dense_out: bool) -> torc
     else:
         out = new_packed(rows, cols, dy.dtype, dy.device)
         d16, p16 = x, out.view(torch.int16)  # x: an unused placeholder for the dense output
-    launch_packer(True, rows, cols, x, x.stride(0), x, 0, x, 0, d16, p16, rows, cols, s,
-                  RULE=_pack.RULE_MVUE, MASK_OUT=False, DENSE_OUT=dense_out, IS_BF16=dy.dtype == torch.bfloat16)
-    return out
+    # per 64-token chunk partial sums (every slot written by the kernel), reduced here in a fixed order
+    sums = torch.empty(cols // 64, rows, dtype=torch.float32, device=dy.device) if return_sum else None
+    launch_packer(True, rows, cols, x, x.stride(0), x, 0, x, 0, d16, p16, x if sums is None else sums, rows, cols, s,
+                  RULE=_pack.RULE_MVUE, MASK_OUT=False, DENSE_OUT=dense_out, SUMS=return_sum,
+                  IS_BF16=dy.dtype == torch.bfloat16)
+    return (out, sums.sum(0).to(dy.dtype)) if return_sum else out
 
 
-def mvue_compress_t(dy: torch.Tensor, seed: int | torch.Tensor) -> torch.Tensor:
+def mvue_compress_t(
+    dy: torch.Tensor, seed: int | torch.Tensor, *, return_sum: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Compressed operand of MVUE_24(dY^T) along tokens; dy is (tokens, out), the operand (out, tokens).
-    seed: an int in [0, 2**62) or a one-element int64 tensor on dy's device (read at run time)."""
-    return _launch(dy, seed, False)
+    seed: an int in [0, 2**62) or a one-element int64 tensor on dy's device (read at run time).
+    With return_sum, also dy.sum(0) (a linear layer's bias gradient) from the same pass over dy."""
+    return _launch(dy, seed, False, return_sum)
 
 
 def mvue_24_t(dy: torch.Tensor, seed: int | torch.Tensor) -> torch.Tensor:

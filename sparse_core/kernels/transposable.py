@@ -70,8 +70,8 @@ if has_triton():
             tl.debug_barrier()  # the tile's mask is read back by other threads of this program
         pack_rows_tile(x_ptr, cols, m_ptr, cols, m_ptr, cols, out_ptr, rows, cols, r0, c0,
                        0, False, 64, TABLE)
-        pack_cols_tile(x_ptr, cols, m_ptr, cols, m_ptr, cols, x_ptr, outt_ptr, cols, rows, c0, r0, 0,
-                       0, False, False, 64, TABLE, IS_BF16)
+        pack_cols_tile(x_ptr, cols, m_ptr, cols, m_ptr, cols, x_ptr, outt_ptr, x_ptr, cols, rows, c0, r0, 0,
+                       0, False, False, False, 64, TABLE, IS_BF16)
 
     @triton.jit
     def _mask_kernel(x_ptr, p_ptr, pb_ptr, m_ptr, nan_ptr, cols, BR: tl.constexpr, PRECISION: tl.constexpr):

@@ -194,6 +194,22 @@ def test_fused_mvue_dw_is_unbiased():
     assert mean < 0.3 * single  # independent unbiased draws: error falls like 1/sqrt(64) = 0.125
 
 
+def test_fused_mvue_pass_gives_the_bias_gradient():
+    """Sparse dW through the fused MVUE + compress kernel: db comes from the same pass; same dW draws as without."""
+    _fast_available()
+    from sparse_core.backends.cusparselt import CusparseltBackend
+
+    backend = CusparseltBackend(products="fwd,dx,dw", compress="triton")
+    _kernels_or_skip(backend)
+    dy = torch.randn(1000, 256, device="cuda", dtype=torch.bfloat16)  # 1000 tokens: padded to 1024
+    x = torch.randn(1000, 128, device="cuda", dtype=torch.bfloat16)
+    state = torch.cuda.get_rng_state()
+    dw, db = backend.grad_weight_and_bias(dy, x, True, None)
+    torch.cuda.set_rng_state(state)
+    assert torch.equal(dw, backend.grad_weight(dy, x, True, None))  # same seed draw, same estimate
+    assert db.dtype == dy.dtype and rel(db, dy.float().sum(0)) < 1e-2
+
+
 @pytest.mark.parametrize("weight_dtype", [torch.bfloat16, torch.float32], ids=["bf16-weights", "fp32-master"])
 def test_fused_refresh_builds_the_same_mask_and_operands(weight_dtype):
     """A mask refresh through the backend's fused pass (one launch for bf16 weights; the fp32 mask + one packing

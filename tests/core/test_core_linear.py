@@ -165,6 +165,32 @@ def test_refresh_takes_the_backends_fused_pass(kind, fused_calls):
         BACKENDS.pop("fused-refresh-test")
 
 
+class BiasFromBackend(ReferenceBackend):
+    """Makes db itself (as cusparselt's fused MVUE pass does), marked so the test can tell it was used."""
+
+    name = "bias-from-backend-test"
+
+    def grad_weight_and_bias(self, dy, x, mvue, generator):
+        return self.grad_weight(dy, x, mvue, generator), dy.sum(0) + 1000.0
+
+
+@pytest.mark.parametrize("weight_grad", [True, False])
+def test_bias_gradient_comes_from_the_backend_with_the_weight_gradient(weight_grad):
+    register_backend(BiasFromBackend)
+    try:
+        torch.manual_seed(0)
+        layer = SparseLinear(8, 4, backend="bias-from-backend-test")
+        layer.weight.requires_grad_(weight_grad)
+        x = torch.randn(6, 8)
+        layer(x).sum().backward()
+        expected = torch.full((4,), 6.0) + (1000.0 if weight_grad else 0.0)  # without dW: the plain sum of dY
+        assert torch.allclose(layer.bias.grad, expected)
+        if weight_grad:
+            assert torch.allclose(layer.weight.grad, (torch.ones(6, 4).t() @ x))
+    finally:
+        BACKENDS.pop("bias-from-backend-test")
+
+
 def test_mask_kernel_switch_turns_the_fused_refresh_off(monkeypatch):
     monkeypatch.setenv("SPARSE_CORE_MASK_KERNEL", "0")
     register_backend(FusedRefreshBackend)

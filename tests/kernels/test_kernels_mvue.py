@@ -37,6 +37,20 @@ def test_structure_values_and_bytes(dtype, kind):
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("tokens, out", [(64, 64), (128, 128), (256, 128), (512, 192), (192, 64)])
+def test_sum_over_tokens_comes_with_the_same_operand(dtype, tokens, out):
+    """return_sum: dy.sum(0) (the bias gradient) from the same pass, the packed operand unchanged."""
+    dy = rand((tokens, out), dtype, "randn", seed=tokens + out)
+    dy[:, 3] = 0.0  # an all-zero column sums to exactly 0
+    packed, total = mvue_compress_t(dy, seed=11, return_sum=True)
+    assert same_bytes(packed, mvue_compress_t(dy, seed=11), packed_numel(out, tokens))
+    assert total.shape == (out,) and total.dtype == dtype and total[3] == 0
+    ref = dy.double().sum(0)
+    assert torch.allclose(total.double(), ref, rtol=2**-7, atol=1e-3 * tokens**0.5)
+
+
+@needs_kernels
 def test_seed_reproducible():
     dy = rand((64, 64), torch.bfloat16, seed=9)
     assert torch.equal(mvue_24_t(dy, 5), mvue_24_t(dy, 5))
