@@ -7,7 +7,8 @@ Each product runs as A @ B with the 2:4 operand A compressed into cuSPARSELt's l
 Which products run sparse is an option ('fwd', 'dx', 'dw'); the others run as dense GEMMs on the
 same (masked) operands, so the math never changes, only the speed. The layer's bias is added in the
 forward GEMM's epilogue (cuSPARSELt's bias pointer; F.linear's on the dense path). On a mask refresh
-`refresh_and_prepare` builds the mask and both compressed operands in one fused pass. Rules, all documented here:
+`refresh_and_prepare` builds the mask and both compressed operands in one fused pass. With dW sparse, the fused
+MVUE pass over dY also yields the bias gradient (`grad_weight_and_bias`). Rules, all documented here:
 - compute dtype must be bf16 or fp16 and in/out features multiples of 64 (the layout our kernels write);
   otherwise the layer silently-but-warned runs every product dense.
 - a token count that is not a multiple of 64 is zero-padded to one (exact: zero rows add nothing).
