@@ -120,7 +120,7 @@ job() {  # job <name>: the command of one job
                 local module=${1%%-*} mm=${1#*-} extra=() tokens=${BENCH_TOKENS:-16384}
                 [[ $mm == amp ]] && mm=plans && extra=(--precision amp --variants dense sc-fwd-dx sc-fwd-dx-mvue sc-all)
                 [[ $mm == grid ]] && mm=plans && tokens="8192 65536"
-                [[ $module == gated ]] && extra+=(--kinds gated) || { [[ $module == ffn ]] && extra+=(--kinds ffn); }
+                case $module in gated|ffn) extra+=(--kinds "$module") ;; esac
                 SPARSE_CORE_CUSPARSELT_MM=$mm python3 accelerate/bench_${module/gated/ffn}.py \
                   --tokens $tokens --d ${BENCH_D:-768 1024 2048 4096} --rep-ms 30 "${extra[@]}" \
                   --name $1${BENCH_SUFFIX:-} --out "$RUNS/accelerate" ;;

@@ -242,7 +242,7 @@ class CusparseltBackend(Backend):
             return mm(a, b, bias=bias, transpose_result=transpose_result, alg_id=alg)
         from sparse_core.backends import cslt_ext
 
-        checked = (key, alg, None if bias is None else bias.dtype)
+        checked = (key, alg, bias is not None)  # a layer's bias always has a's dtype and m rows
         if checked in self._checked:  # this layout passed cslt_ext's full input checks before
             return cslt_ext.sparse_mm_prechecked(a, b, transpose_result, alg, bias)
         out = mm(a, b, transpose_result=transpose_result, alg_id=alg, bias=bias)
