@@ -96,7 +96,8 @@ def main() -> None:
     import triton
 
     from sparse_core.kernels import (compress_24, gated_backward, gated_forward, masked_decay_, mvue_compress_t,
-                                     packed_numel, transposable_compress, transposable_mask)
+                                     packed_numel, refresh_transposable_compress, transposable_compress,
+                                     transposable_mask)
     from sparse_core.masks import transposable_mask_24
 
     torch.manual_seed(0)
@@ -127,6 +128,9 @@ def main() -> None:
         if "semi_structured_tile_ms" in base:
             both["semi_structured_tile_ms"] = base["semi_structured_tile_ms"]
         rows.append(row("transposable_compress", (r, c), bench(lambda: transposable_compress(w)), 2 * r * c + r * c + 2 * pk, both))
+        previous = mask.clone()  # a mask refresh: the previous mask read, rewritten in place, flips counted
+        rows.append(row("refresh_transposable_compress", (r, c), bench(lambda: refresh_transposable_compress(w, previous)),
+                        2 * r * c + 2 * r * c + 2 * pk, both))
         g32 = torch.randn(r, c, device="cuda")
         w32 = torch.randn(r, c, device="cuda")
         for x, name in ((w32, "fp32"), (w, "bf16")):  # the per-refresh mask of a master weight, vs the torch rule

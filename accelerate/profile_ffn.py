@@ -19,7 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from accel_common import environment, markdown, write_json
-from accel_models import FFN, SPARSE_VARIANTS, apply_variant
+from accel_models import FFN, SPARSE_VARIANTS, apply_variant, sparse_layers
 
 # first match wins; CUDA kernel names (cuSPARSELt's carry 'sparse' / 'sp' in theirs; this project's Triton
 # kernels are named _<what>_kernel, with no C++ 'void ...' signature)
@@ -39,18 +39,12 @@ def kind_of(name: str) -> str:
     return next((kind for kind, pattern in KINDS if pattern.search(name)), "other")
 
 
-def profile_variant(d: int, tokens: int, variant: str, iters: int) -> dict:
-    """GPU kernel time per fwd+bwd (ms) by kind, and the ten longest kernels, for one variant."""
-    torch.manual_seed(0)
-    model = apply_variant(FFN(d, 4 * d).to("cuda", torch.bfloat16), variant)
-    x = torch.randn(tokens, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    gy = torch.randn(tokens, d, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):  # plans, algorithm search, autotuning
-        model(x).backward(gy)
+def kernel_ms(fn, iters: int) -> dict[str, float]:
+    """GPU time (ms) per call of `fn` of every CUDA kernel it launches, mean of `iters` calls."""
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(iters):
-            model(x).backward(gy)
+            fn()
         torch.cuda.synchronize()
     per_kernel: dict[str, float] = defaultdict(float)
     for e in prof.key_averages():
@@ -59,12 +53,55 @@ def profile_variant(d: int, tokens: int, variant: str, iters: int) -> dict:
             us = getattr(e, "cuda_time_total", 0.0)
         if us and e.device_type == torch.autograd.DeviceType.CUDA:
             per_kernel[e.key] += us / 1e3 / iters
-    by_kind: dict[str, float] = defaultdict(float)
+    return dict(per_kernel)
+
+
+def by_kind(per_kernel: dict[str, float]) -> dict[str, float]:
+    """Kernel times summed by kind (`kind_of`)."""
+    out: dict[str, float] = defaultdict(float)
     for name, ms in per_kernel.items():
-        by_kind[kind_of(name)] += ms
-    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:10]
-    return {"variant": variant, "total_ms": sum(per_kernel.values()), "by_kind": dict(by_kind),
-            "top_kernels": [{"name": n[:160], "kind": kind_of(n), "ms": ms} for n, ms in top]}
+        out[kind_of(name)] += ms
+    return dict(out)
+
+
+def top_kernels(per_kernel: dict[str, float], n: int = 10) -> list[dict]:
+    """The n longest kernels with their kind."""
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:n]
+    return [{"name": name[:160], "kind": kind_of(name), "ms": ms} for name, ms in top]
+
+
+def profile_variant(d: int, tokens: int, variant: str, iters: int) -> dict:
+    """GPU kernel time per fwd+bwd (ms) by kind and the ten longest kernels, for one variant; for a sparse one
+    also the kernels of a mask-refresh optimizer step (`refresh_mask_async` of both layers, as training runs it)."""
+    torch.manual_seed(0)
+    model = apply_variant(FFN(d, 4 * d).to("cuda", torch.bfloat16), variant)
+    x = torch.randn(tokens, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    gy = torch.randn(tokens, d, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):  # plans, algorithm search, autotuning
+        model(x).backward(gy)
+    per_kernel = kernel_ms(lambda: model(x).backward(gy), iters)
+    row = {"variant": variant, "total_ms": sum(per_kernel.values()), "by_kind": by_kind(per_kernel),
+           "top_kernels": top_kernels(per_kernel)}
+    layers = sparse_layers(model) if variant in SPARSE_VARIANTS else []
+    if layers:
+        def refresh() -> None:
+            for m in layers:
+                m.refresh_mask_async()
+                m.plan(torch.bfloat16)
+        refresh()  # autotuning
+        step = kernel_ms(refresh, iters)
+        row.update(refresh_ms=sum(step.values()), refresh_kernels=top_kernels(step))
+    return row
+
+
+def describe(row: dict) -> str:
+    """One printed line of a profiled row: time by kind, and the refresh step's longest kernels."""
+    line = f"d={row['d']} {row['variant']}: {row['total_ms']:.3f} ms " + ", ".join(
+        f"{k} {ms:.3f}" for k, ms in row["by_kind"].items())
+    if "refresh_ms" in row:
+        line += f"; refresh step {row['refresh_ms']:.3f} ms: " + ", ".join(
+            f"{k['name'][:40]} {k['ms']:.3f}" for k in row["refresh_kernels"][:4])
+    return line
 
 
 def main() -> None:
@@ -84,16 +121,18 @@ def main() -> None:
         for v in args.variants:
             r = {"d": d, "tokens": args.tokens, **profile_variant(d, args.tokens, v, args.iters)}
             rows.append(r)
-            print(f"d={d} {v}: {r['total_ms']:.3f} ms " + ", ".join(f"{k} {ms:.3f}" for k, ms in r["by_kind"].items()),
-                  flush=True)
+            print(describe(r), flush=True)
     write_json(args.out / f"{args.name}.json", env, {k: str(v) for k, v in vars(args).items()}, rows)
     kinds = [k for k, _ in KINDS] + ["other"]
-    flat = [{"d": r["d"], "variant": r["variant"], "total_ms": r["total_ms"], **r["by_kind"]} for r in rows]
-    cols = [("d", "d"), ("variant", "variant"), ("total_ms", "GPU ms per f+b")] + [(k, k + " ms") for k in kinds]
+    flat = [{"d": r["d"], "variant": r["variant"], "total_ms": r["total_ms"], "refresh_ms": r.get("refresh_ms"),
+             **r["by_kind"]} for r in rows]
+    cols = [("d", "d"), ("variant", "variant"), ("total_ms", "GPU ms per f+b")] + [(k, k + " ms") for k in kinds] \
+        + [("refresh_ms", "GPU ms per mask-refresh step")]
     notes = [f"GPU kernel time per forward+backward of Linear(d, 4d)-GELU-Linear(4d, d), bf16, {args.tokens} tokens, "
              f"eager, mean of {args.iters} iterations under torch.profiler (kernels only: host gaps and per-step "
              "mask/compression costs are not in it). Kinds by kernel name; the JSON lists the ten longest kernels "
-             "of each row with their kind."]
+             "of each row with their kind. The last column: GPU kernel time of one optimizer step's mask refresh of "
+             "both layers (refresh_mask_async + operands, as training runs it; its kernels in the JSON)."]
     (args.out / f"{args.name}.md").write_text(markdown(env, "Where the FFN's time goes (torch.profiler)", cols, flat,
                                                       notes))
 

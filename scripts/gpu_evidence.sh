@@ -16,7 +16,7 @@
 #                                  (BENCH_TOKENS, default 16384; BENCH_D; BENCH_SUFFIX names the files), by sparse-GEMM
 #                                  path; *-amp: fp32 master weights under bf16 autocast; *-grid: 8192 and 65536 tokens
 #   ffn-profile                    FFN kernel time by kind (torch.profiler)
-#   kernels (accelerate/run_kernels.sh)  cslt-host (host cost of torch's sparse GEMM vs the plan-caching extension)
+#   kernels (accelerate/run_kernels.sh; kernel-bench: its benchmark alone)  cslt-host (host cost of torch's sparse GEMM vs the plan-caching extension)
 # Everything lands in $OUT/evidence.tar.gz (logs, metrics.jsonl of every run, kernel and profile JSON).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -113,6 +113,7 @@ job() {  # job <name>: the command of one job
     gpu-marked) python3 -m pytest -q -p no:cacheprovider -m gpu tests/core tests/train tests/deit tests/nanogpt tests/cramming ;;
     cslt-host)  python3 accelerate/bench_cslt_host.py --search --out "$RUNS/accelerate" ;;
     kernels)    env OUT="$RUNS/kernels" bash accelerate/run_kernels.sh ;;
+    kernel-bench) python3 accelerate/bench_kernels.py --out "$RUNS/kernels" ;;
     ffn-torch|ffn-plans|gated-plans|block-torch|block-plans|ffn-amp|block-amp|ffn-grid|block-grid)
                 # FFN / gated FFN / block benchmarks (BENCH_TOKENS, default 16384; BENCH_D) with torch's sparse GEMM
                 # or the plan-caching extension; *-amp: fp32 master weights under bf16 autocast; *-grid: the

@@ -224,26 +224,29 @@ class SparseLinear(nn.Linear):
 
     def refresh_mask_async(self) -> torch.Tensor:
         """`refresh_mask` without a host sync: the flip count stays a 0-d tensor on the mask's device.
-        Where the backend can (cusparselt, transposable mask, Y and dX sparse), the mask and the next forward's
-        compressed W and W^T come from one fused pass instead of the mask rule followed by `prepare`."""
-        fused = self._fused_refresh()
-        new = self.compute_mask() if fused is None else fused[0]
-        flips = (new != self.mask).sum()
-        self.mask.copy_(new)
-        if fused is not None:
-            _, backend, dtype, plan = fused
-            self._plan, self._plan_key = plan, self._plan_key_for(backend, dtype)
+        Where the backend can (cusparselt, transposable mask, Y and dX sparse), the mask is rewritten in place,
+        its flips counted and the next forward's compressed W and W^T built in one fused pass, instead of the
+        mask rule, a comparison and `prepare`."""
+        flips = self._fused_refresh()
+        if flips is None:
+            new = self.compute_mask()
+            flips = (new != self.mask).sum()
+            self.mask.copy_(new)
         return flips
 
-    def _fused_refresh(self) -> tuple[torch.Tensor, Backend, torch.dtype, Any] | None:
-        """(mask, backend, dtype, plan) from the backend's one-pass mask + compression for the compute dtype of
-        the last forward; None when no forward has run yet or the layer's rule is not the plain transposable one."""
+    def _fused_refresh(self) -> torch.Tensor | None:
+        """The flip count of the backend's one-pass refresh for the compute dtype of the last forward (mask and
+        operands updated); None when no forward has run yet or the layer's rule is not the plain transposable one."""
         if (self.mode != "sparse" or self.mask_kind != "transposable" or self.weight_transform is not None
                 or self.backward_mask is not None or self._plan_key is None or not _mask_kernels_allowed()):
             return None
         backend, dtype = self.backend, self._plan_key[1]
-        got = backend.refresh_and_prepare(self.weight.detach(), dtype)
-        return None if got is None else (got[0], backend, dtype, got[1])
+        got = backend.refresh_and_prepare(self.weight.detach(), dtype, self.mask)
+        if got is None:
+            return None
+        flips, self._plan = got
+        self._plan_key = self._plan_key_for(backend, dtype)
+        return flips
 
     def effective_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The sparse weight the forward product uses: M*W, or the method's transform of W."""

@@ -39,9 +39,12 @@ class Backend(abc.ABC):
     def prepare(self, ops: SparseOperands) -> Any:
         """Build the operands the products need; called once per weight or mask change."""
 
-    def refresh_and_prepare(self, weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, Any] | None:
-        """(transposable mask of `weight`, the operands `prepare` would build for weight*mask in `dtype`) in one
-        fused pass, or None when this backend has no such pass for this weight (then: mask rule + `prepare`)."""
+    def refresh_and_prepare(self, weight: torch.Tensor, dtype: torch.dtype,
+                            mask: torch.Tensor) -> tuple[torch.Tensor, Any] | None:
+        """A mask refresh in one fused pass: `mask` (the layer's transposable mask) rewritten in place with
+        weight's new one; returns (entries changed as a 0-d tensor, the operands `prepare` would build for
+        weight*mask in `dtype`), or None when this backend has no such pass for this weight (then: mask rule +
+        `prepare`)."""
         return None
 
     @abc.abstractmethod

@@ -188,6 +188,12 @@ class CusparseltBackend(Backend):
                           f"(sparse needs bf16/fp16 and features multiple of {FEATURE_MULTIPLE})", stacklevel=3)
         return ok
 
+    def _one_pass(self, ops: SparseOperands) -> bool:
+        """Whether W and W^T (one weight, one transposable mask) can be packed by one fused-kernel launch."""
+        w, m = ops.w_fwd, ops.mask_fwd
+        return (ops.w_bwd is w and ops.mask_bwd is m and self._kernels_for(w) is not None and w.is_contiguous()
+                and m.is_contiguous() and m.dtype == torch.bool)
+
     def prepare(self, ops: SparseOperands) -> CusparseltPlan:
         out_f, in_f = ops.w_fwd.shape
         ok = self._sparse_ok(ops.w_fwd.dtype, out_f, in_f)
@@ -195,6 +201,11 @@ class CusparseltBackend(Backend):
         fwd_sparse = ok and "fwd" in products
         bwd_sparse = ok and "dx" in products and ops.transposable
         with torch.no_grad():
+            if fwd_sparse and bwd_sparse and self._one_pass(ops):
+                from sparse_core.kernels import transposable_compress
+
+                fwd, bwd, _ = transposable_compress(ops.w_fwd, ops.mask_fwd)  # W and W^T packed in one launch
+                return CusparseltPlan(fwd, bwd, True, True)
             fwd = self._compress_w(ops.w_fwd, ops.mask_fwd, False) if fwd_sparse else ops.w_fwd.contiguous()
             if bwd_sparse:
                 bwd = self._compress_w(ops.w_bwd, ops.mask_bwd, True)  # W_b^T, read through the transpose
@@ -202,25 +213,27 @@ class CusparseltBackend(Backend):
                 bwd = fwd if (ops.w_bwd is ops.w_fwd and not fwd_sparse) else ops.w_bwd.contiguous()
         return CusparseltPlan(fwd, bwd, fwd_sparse, bwd_sparse)
 
-    def refresh_and_prepare(self, weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, CusparseltPlan] | None:
-        """One launch for a 16-bit weight (kernels.transposable_compress scores, masks and packs W and W^T); for
-        an fp32 master weight its exact mask (kernels.transposable_mask), then its `dtype` cast packed both ways
-        under that mask in one launch. None unless Y and dX both run sparse with the fused kernels."""
+    def refresh_and_prepare(self, weight: torch.Tensor, dtype: torch.dtype,
+                            mask: torch.Tensor) -> tuple[torch.Tensor, CusparseltPlan] | None:
+        """One launch for a 16-bit weight (kernels.refresh_transposable_compress scores, rewrites `mask`, counts
+        the flips and packs W and W^T); for an fp32 master weight its exact mask in place (with the flips), then its
+        `dtype` cast packed both ways under that mask in one launch. None unless Y and dX both run sparse with the
+        fused kernels."""
         out_f, in_f = weight.shape
         kernels = self.kernels()
         if not ({"fwd", "dx"} <= self.products and weight.is_cuda and weight.is_contiguous() and dtype in SPARSE_DTYPES
                 and weight.dtype in (torch.float32, *SPARSE_DTYPES) and out_f % FEATURE_MULTIPLE == 0
                 and in_f % FEATURE_MULTIPLE == 0 and kernels is not None and kernels.check(dtype, weight.device)):
             return None
-        from sparse_core.kernels import transposable_compress, transposable_mask
+        from sparse_core.kernels import refresh_transposable_compress, refresh_transposable_mask, transposable_compress
 
         with torch.no_grad():
             if weight.dtype == dtype:
-                fwd, bwd, mask = transposable_compress(weight)
-            else:
-                mask = transposable_mask(weight, check_nan=False)  # exact in fp32; NaN is the training guard's
+                fwd, bwd, flips = refresh_transposable_compress(weight, mask)
+            else:  # exact in fp32; NaN is the training guard's
+                flips = refresh_transposable_mask(weight, mask, check_nan=False)
                 fwd, bwd, _ = transposable_compress(weight.to(dtype), mask)
-        return mask, CusparseltPlan(fwd, bwd, True, True)
+        return flips, CusparseltPlan(fwd, bwd, True, True)
 
     # ---- products -----------------------------------------------------------------------------
     def _mm(self, a: torch.Tensor, b: torch.Tensor, transpose_result: bool,

@@ -15,6 +15,9 @@ under TRITON_INTERPRET=1); without triton, use the torch twins.
     transposable_compress(w, mask=None) -> (packed_w, packed_wt, mask)
         exact transposable mask (== masks.transposable_mask_24), or the given one, and both compressed
         operands, one launch.
+    refresh_transposable_mask(w, mask) -> flips / refresh_transposable_compress(w, mask) -> (packed_w, packed_wt, flips)
+        a mask refresh: the previous `mask` rewritten in place with w's transposable mask, the number of entries
+        that changed (0-d int64, no host sync) counted in the same launch.
     mvue_compress_t(dy, seed, return_sum=False) -> packed [, dy.sum(0)]   seed: int, or a one-element int64
         tensor on dy's device (graph-safe). MVUE 2:4 of dY^T along tokens (dy: tokens x out), compressed as an
         (out x tokens) operand; return_sum adds the bias gradient from the same read.
@@ -35,6 +38,10 @@ from sparse_core.kernels.cslt_layout import (
 )
 from sparse_core.kernels.compress import compress_24, torch_compress_24
 from sparse_core.kernels.transposable import (
+    refresh_transposable_compress,
+    refresh_transposable_mask,
+    torch_refresh_transposable_compress,
+    torch_refresh_transposable_mask,
     torch_transposable_compress,
     torch_transposable_mask,
     transposable_compress,
@@ -64,6 +71,10 @@ __all__ = [
     "torch_transposable_mask",
     "transposable_compress",
     "torch_transposable_compress",
+    "refresh_transposable_mask",
+    "torch_refresh_transposable_mask",
+    "refresh_transposable_compress",
+    "torch_refresh_transposable_compress",
     "mvue_compress_t",
     "mvue_24_t",
     "torch_mvue_compress_t",

@@ -229,7 +229,7 @@ def test_fused_refresh_builds_the_same_mask_and_operands(weight_dtype):
                 m.weight.add_(0.02 * torch.cos(m.weight * (50 + step)))  # moves some entries across the mask
         calls = fused.backend.refresh_and_prepare
         seen = []
-        fused.backend.refresh_and_prepare = lambda w, d: seen.append(d) or calls(w, d)
+        fused.backend.refresh_and_prepare = lambda w, d, m: seen.append(d) or calls(w, d, m)
         try:
             flips = [m.refresh_mask() for m in (fused, plain)]
         finally:

@@ -129,11 +129,13 @@ class FusedRefreshBackend(CountingBackend):
     name = "fused-refresh-test"
     fused = 0
 
-    def refresh_and_prepare(self, weight, dtype):
+    def refresh_and_prepare(self, weight, dtype, mask):
         FusedRefreshBackend.fused += 1
-        mask = transposable_mask_24(weight)
+        new = transposable_mask_24(weight)
+        flips = (new != mask).sum()
+        mask.copy_(new)
         w = (weight * mask).to(dtype)
-        return mask, ReferenceBackend.prepare(self, SparseOperands(w, mask, w, mask, True))
+        return flips, ReferenceBackend.prepare(self, SparseOperands(w, mask, w, mask, True))
 
 
 @pytest.mark.parametrize("kind, fused_calls", [("transposable", 2), ("magnitude", 0)])

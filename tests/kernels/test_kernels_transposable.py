@@ -1,12 +1,17 @@
 """transposable_compress: mask == masks.transposable_mask_24, both packed operands == torch twin and,
 on CUDA, == torch._cslt_compress of W and W^T. transposable_mask: == transposable_mask_24 on inputs whose
-fp32 block sums are exact, in float32/bfloat16/float16; valid and optimal up to rounding otherwise."""
+fp32 block sums are exact, in float32/bfloat16/float16; valid and optimal up to rounding otherwise.
+The refresh_* forms rewrite the previous mask in place and count the entries that changed."""
 
 import pytest
 import torch
 
 from sparse_core.kernels import (
     packed_numel,
+    refresh_transposable_compress,
+    refresh_transposable_mask,
+    torch_refresh_transposable_compress,
+    torch_refresh_transposable_mask,
     torch_transposable_compress,
     torch_transposable_mask,
     transposable_compress,
@@ -186,18 +191,87 @@ def test_mask_float32_random_on_gpu(shape):
 def test_every_tuning_config_gives_the_same_mask(dtype):
     """DDP ranks autotune the mask kernel on their own and must still agree on every mask (nanogpt does
     not broadcast masks): each (tile rows, warps) configuration gives the same bits on random weights."""
-    from sparse_core.kernels.transposable import _MASK_TILE_ROWS, _mask_kernel, _pattern_operands
+    from sparse_core.kernels.transposable import _MASK_TILE_ROWS, _MASK_WARPS, _mask_kernel, _pattern_operands
 
     w = (torch.randn(1024, 4096, device="cuda", generator=torch.Generator("cuda").manual_seed(2)) * 0.02).to(dtype)
     pats, codes = _pattern_operands(str(w.device))
     precision = "ieee" if dtype == torch.float32 else "tf32"
     masks = []
     for br in _MASK_TILE_ROWS:
-        for warps in (4, 8):
+        for warps in _MASK_WARPS:
             mask = torch.empty(w.shape, dtype=torch.bool, device="cuda")
             nan = torch.zeros(1, dtype=torch.int32, device="cuda")
-            _mask_kernel[(w.shape[0] // br, w.shape[1] // 64)](w, pats, codes, mask.view(torch.uint8), nan, w.shape[1],
-                                                               BR=br, PRECISION=precision, num_warps=warps)
+            _mask_kernel[(w.shape[0] // br, w.shape[1] // 64)](w, pats, codes, mask.view(torch.uint8), nan, nan,
+                                                               w.shape[1], BR=br, PRECISION=precision, FLIPS=False,
+                                                               num_warps=warps)
             masks.append(mask)
     assert all(torch.equal(m, masks[0]) for m in masks[1:])
     assert torch.equal(transposable_mask(w), masks[0])
+
+
+def _moved(w: torch.Tensor, seed: int) -> torch.Tensor:
+    """w after an update that moves some entries across its mask (a training step's change)."""
+    g = torch.Generator().manual_seed(seed)
+    return (w.float().cpu() + 0.5 * torch.randn(w.shape, generator=g)).to(w.dtype).to(w.device)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_refresh_compress_rewrites_the_mask_and_counts_flips(dtype):
+    """One launch = transposable_compress(w) + the flip count against the previous mask + the mask overwritten."""
+    w0 = rand((128, 192), dtype, "randn", seed=11)
+    mask = transposable_compress(w0)[2]
+    w = _moved(w0, 12)
+    old, version = mask.clone(), mask._version
+    pw, pwt, flips = refresh_transposable_compress(w, mask)
+    rw, rwt, rmask = torch_transposable_compress(w.cpu())
+    assert torch.equal(mask.cpu(), rmask) and mask._version > version  # in place, recorded like an in-place op
+    assert flips.dtype == torch.int64 and flips.dim() == 0 and flips.device == w.device
+    assert 0 < int(flips) == int((rmask != old.cpu()).sum())
+    assert same_bytes(pw, rw, packed_numel(128, 192)) and same_bytes(pwt, rwt, packed_numel(192, 128))
+    twin_mask = old.cpu()
+    twin = torch_refresh_transposable_compress(w.cpu(), twin_mask)
+    assert torch.equal(twin_mask, rmask) and int(twin[2]) == int(flips)
+    assert int(refresh_transposable_compress(w, mask)[2]) == 0  # the same weight again: nothing flips
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", MASK_DTYPES)
+def test_refresh_mask_rewrites_the_mask_and_counts_flips(dtype):
+    w0 = exact_input((128, 192), dtype, "dyadic", seed=3)
+    mask = transposable_mask(w0)
+    w = exact_input((128, 192), dtype, "dyadic", seed=4)
+    old = mask.clone()
+    flips = refresh_transposable_mask(w, mask)
+    expected = transposable_mask_24(w.cpu())
+    assert torch.equal(mask.cpu(), expected)
+    assert 0 < int(flips) == int((expected != old.cpu()).sum())
+    twin_mask = old.cpu()
+    assert int(torch_refresh_transposable_mask(w.cpu(), twin_mask)) == int(flips)
+    assert torch.equal(twin_mask, expected)
+
+
+@needs_kernels
+def test_refresh_checks_the_previous_mask():
+    w = rand((64, 64), torch.bfloat16, "randn", seed=1)
+    with pytest.raises(ValueError, match=r"\(64, 64\) bool tensor"):
+        refresh_transposable_compress(w, torch.ones(64, 128, dtype=torch.bool, device=w.device))
+    with pytest.raises(TypeError, match="bool tensor, got torch.uint8"):
+        refresh_transposable_mask(w, torch.ones(64, 64, dtype=torch.uint8, device=w.device))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_refresh_flip_count_on_gpu(dtype):
+    """At a training shape (every tile's atomic add), the in-kernel flip count equals the torch count."""
+    w0 = (torch.randn(4096, 1024, device="cuda", generator=torch.Generator("cuda").manual_seed(5)) * 0.02).to(dtype)
+    w = w0 + (0.004 * torch.randn(w0.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(6))).to(dtype)
+    mask = transposable_mask(w0)
+    old = mask.clone()
+    if dtype == torch.float32:
+        flips = refresh_transposable_mask(w, mask)
+    else:
+        flips = refresh_transposable_compress(w, mask)[2]
+    assert torch.equal(mask, transposable_mask(w))
+    assert int(flips) == int((mask != old).sum()) > 0
