@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from accel_common import environment, markdown, plot, write_json
 from accel_models import VARIANTS
-from accel_runner import Settings, measure_variant, summarise
+from accel_runner import Settings, measure_variant, merge_rounds, summarise, with_totals
 
 
 DTYPES = {"bf16": torch.bfloat16, "amp": torch.float32}  # module and input dtype of each --precision
@@ -35,7 +35,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["bf16", "amp"], default="bf16",
                    help="bf16 modules, or fp32 master weights under bf16 autocast (mixed-precision training)")
     p.add_argument("--warmup-ms", type=float, default=10.0)
-    p.add_argument("--rep-ms", type=float, default=50.0)
+    p.add_argument("--rep-ms", type=float, default=50.0, help="timed time per measurement (at least 20 calls)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="rounds over all variants per shape; each timing is the median over the rounds")
     p.add_argument("--out", type=Path, default=Path("results/accelerate"))
     p.add_argument("--name", default=None, help="file stem of the outputs")
     return p
@@ -44,8 +46,9 @@ def parser(description: str) -> argparse.ArgumentParser:
 def run_grid(args: argparse.Namespace, kinds: list[str], build: Callable[[str, int], nn.Module],
              make_input: Callable[[int, int], torch.Tensor], stem: str, title: str, notes: list[str]) -> list[dict]:
     """Measure every (kind, d, tokens) in every variant; rewrite JSON, markdown and PNG after each shape."""
-    if args.accum < 1 or args.refresh_interval < 1:
-        raise ValueError(f"--accum and --refresh-interval must be >= 1, got {args.accum}, {args.refresh_interval}")
+    if args.accum < 1 or args.refresh_interval < 1 or args.rounds < 1:
+        raise ValueError(f"--accum, --refresh-interval and --rounds must be >= 1, got {args.accum}, "
+                         f"{args.refresh_interval}, {args.rounds}")
     args.out.mkdir(parents=True, exist_ok=True)
     env = environment()
     s = Settings(accum=args.accum, refresh_interval=args.refresh_interval, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms,
@@ -54,7 +57,9 @@ def run_grid(args: argparse.Namespace, kinds: list[str], build: Callable[[str, i
     rows: list[dict] = []
     notes = notes + [PRECISION_NOTES[s.precision], f"Per-optimizer-step costs (W and W^T compression, transposable mask refresh every "
                      f"{s.refresh_interval} step(s), fused where the backend can, as in training) are included amortised "
-                     f"over {s.accum} micro-batches."]
+                     f"over {s.accum} micro-batches.",
+                     f"Timings: CUDA events (triton do_bench, warm-up excluded), median of >= 20 calls; {args.rounds} "
+                     f"interleaved round(s) over all variants per shape, each timing the median over the rounds."]
     for kind in kinds:
         for tokens in args.tokens:
             for d in args.d:
@@ -63,13 +68,15 @@ def run_grid(args: argparse.Namespace, kinds: list[str], build: Callable[[str, i
                 t0 = time.time()
                 torch.manual_seed(0)
                 x = make_input(d, tokens)
-                per = {}
-                for v in args.variants:
-                    torch.manual_seed(0)  # same weights in every variant
-                    try:
-                        per[v] = measure_variant(lambda: build(kind, d), x, v, s)
-                    except Exception as e:  # noqa: BLE001  a whole variant failing is recorded, not fatal
-                        per[v] = {"variant": v, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+                rounds: dict[str, list[dict]] = {v: [] for v in args.variants}
+                for _ in range(args.rounds):  # interleaved: every variant once per round
+                    for v in args.variants:
+                        torch.manual_seed(0)  # same weights in every variant
+                        try:
+                            rounds[v].append(measure_variant(lambda: build(kind, d), x, v, s))
+                        except Exception as e:  # noqa: BLE001  a whole variant failing is recorded, not fatal
+                            rounds[v].append({"variant": v, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+                per = {v: with_totals(merge_rounds(rs), s) for v, rs in rounds.items()}
                 row = {"kind": kind, "d": d, "tokens": tokens, **summarise(per), "variants": per,
                        "seconds": round(time.time() - t0, 1)}
                 rows.append(row)

@@ -43,11 +43,19 @@ def _triton_version() -> str | None:
     return triton.__version__
 
 
-def bench_ms(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> float:
-    """Median milliseconds of `fn` by CUDA events (triton.testing.do_bench; warm-up excluded)."""
+def bench_ms(fn: Callable[[], Any], warmup_ms: float, rep_ms: float, min_reps: int = 20) -> float:
+    """Median milliseconds of `fn` by CUDA events (triton.testing.do_bench; warm-up excluded), over at least
+    `min_reps` timed calls (a rep_ms shorter than that many calls is stretched)."""
     from triton.testing import do_bench
 
-    return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    rep = max(rep_ms, min_reps * start.elapsed_time(end))
+    return float(do_bench(fn, warmup=warmup_ms, rep=rep, return_mode="median"))
 
 
 def peak_mib(fn: Callable[[], Any]) -> float:

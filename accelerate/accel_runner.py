@@ -3,12 +3,15 @@
 Per micro-batch a sparse variant pays its GEMMs (and, for 'sc-all', the MVUE compression of dY^T);
 per optimizer step it pays the weight compression (W and W^T) and, every `refresh_interval` steps,
 the transposable mask refresh (through the backend's fused mask + compression pass where it has one, as
-in training): those are timed apart and added amortised over `accum` micro-batches.
+in training): those are timed apart and added amortised over `accum` micro-batches (`with_totals`).
+Over several rounds (all variants measured once per round, so dense and sparse see the same GPU drift),
+each timing is the median over the rounds (`merge_rounds`).
 """
 
 from __future__ import annotations
 
 import gc
+import statistics
 from dataclasses import dataclass
 from typing import Callable
 
@@ -96,14 +99,32 @@ def measure_variant(build: Callable[[], nn.Module], x: torch.Tensor, variant: st
             m.refresh_mask_async()
         res["refresh_fused"] = all(m._plan is not b for m, b in zip(layers, before))  # only a fused refresh builds them
         res["refresh_step_ms"] = bench_ms(refresh, s.warmup_ms, s.rep_ms)
-        per_step = (res["refresh_step_ms"] + res["compress_ms"] * (s.refresh_interval - 1)) / s.refresh_interval
-        res["per_step_amortised_ms"] = per_step / s.accum
-        for kind in ("graph", "eager"):
-            if f"{kind}_fwd_bwd" in res:
-                res[f"{kind}_fwd_bwd_total"] = res[f"{kind}_fwd_bwd"] + res["per_step_amortised_ms"]
     del model, gy
     gc.collect()
     torch.cuda.empty_cache()
+    return res
+
+
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One variant's results over interleaved rounds: each timing the median over the rounds that have it,
+    everything else (peak memory, flags, errors) from the first round."""
+    out = dict(rounds[0])
+    for key in {k for r in rounds for k, v in r.items() if isinstance(v, float) and k != "peak_mib"}:
+        out[key] = statistics.median(r[key] for r in rounds if isinstance(r.get(key), float))
+    out["rounds"] = len(rounds)
+    return out
+
+
+def with_totals(res: dict, s: Settings) -> dict:
+    """Adds the per-step cost amortised over `s.accum` micro-batches (mask refresh every `s.refresh_interval`
+    steps, compression on the others) and each forward+backward time with it included."""
+    if "refresh_step_ms" not in res or "compress_ms" not in res:
+        return res
+    per_step = (res["refresh_step_ms"] + res["compress_ms"] * (s.refresh_interval - 1)) / s.refresh_interval
+    res["per_step_amortised_ms"] = per_step / s.accum
+    for kind in ("graph", "eager"):
+        if f"{kind}_fwd_bwd" in res:
+            res[f"{kind}_fwd_bwd_total"] = res[f"{kind}_fwd_bwd"] + res["per_step_amortised_ms"]
     return res
 
 

@@ -13,7 +13,7 @@
 #   cram-dense cram-2by4 glue-dense glue-2by4   a small Cramming BERT and its GLUE fine-tuning
 #   gpu-tests (GPU_TESTS, default tests/kernels tests/backends)  gpu-marked (the gpu-marked tests of the other areas)
 #   ffn-{torch,plans,amp,grid} gated-plans block-{torch,plans,amp,grid}  FFN / gated FFN / block benchmarks
-#                                  (BENCH_TOKENS, default 16384; BENCH_D; BENCH_SUFFIX names the files), by sparse-GEMM
+#                                  (BENCH_TOKENS, default 16384; BENCH_D; BENCH_ROUNDS; BENCH_SUFFIX names the files), by sparse-GEMM
 #                                  path; *-amp: fp32 master weights under bf16 autocast; *-grid: 8192 and 65536 tokens
 #   ffn-profile                    FFN kernel time by kind (torch.profiler)
 #   kernels (accelerate/run_kernels.sh; kernel-bench: its benchmark alone)  cslt-host (host cost of torch's sparse GEMM vs the plan-caching extension)
@@ -123,7 +123,7 @@ job() {  # job <name>: the command of one job
                 [[ $mm == grid ]] && mm=plans && tokens="8192 65536"
                 case $module in gated|ffn) extra+=(--kinds "$module") ;; esac
                 SPARSE_CORE_CUSPARSELT_MM=$mm python3 accelerate/bench_${module/gated/ffn}.py \
-                  --tokens $tokens --d ${BENCH_D:-768 1024 2048 4096} --rep-ms 30 "${extra[@]}" \
+                  --tokens $tokens --d ${BENCH_D:-768 1024 2048 4096} --rep-ms 30 --rounds ${BENCH_ROUNDS:-1} "${extra[@]}" \
                   --name $1${BENCH_SUFFIX:-} --out "$RUNS/accelerate" ;;
     ffn-profile) python3 accelerate/profile_ffn.py --d ${BENCH_D:-768 4096} --out "$RUNS/accelerate" ;;
     *)          echo "unknown job $1" >&2; return 2 ;;

@@ -12,7 +12,7 @@ ACCELERATE = Path(__file__).resolve().parents[2] / "accelerate"
 sys.path.insert(0, str(ACCELERATE))  # the benchmarks are scripts, not a package
 
 from accel_bench import write_outputs  # noqa: E402
-from accel_runner import summarise  # noqa: E402
+from accel_runner import Settings, merge_rounds, summarise, with_totals  # noqa: E402
 from report import merge  # noqa: E402
 
 ENV = {"gpu": "test GPU", "sm": "9.0", "torch": "x", "cuda": "x", "cusparselt": 800, "triton": "x",
@@ -36,6 +36,17 @@ def test_speedups_take_the_best_dense_and_include_per_step_costs():
     assert s["speedup_fwd_bwd_no_step"] == pytest.approx(9.0 / 6.0)
     assert s["x_sc-fwd-dx_graph_fwd_bwd"] == pytest.approx(9.0 / 7.5)
     assert s["speedup_fwd"] == pytest.approx(3.0 / 2.0)
+
+
+def test_rounds_merge_to_medians_and_totals_add_the_amortised_step():
+    rounds = [{"variant": "sc-all", "graph_fwd_bwd": t, "compress_ms": 0.4, "refresh_step_ms": r, "peak_mib": m,
+               "refresh_fused": True} for t, r, m in ((7.0, 1.0, 130.0), (6.0, 3.0, 140.0), (6.5, 2.0, 150.0))]
+    merged = with_totals(merge_rounds(rounds), Settings(accum=8, refresh_interval=2))
+    assert merged["graph_fwd_bwd"] == 6.5 and merged["refresh_step_ms"] == 2.0 and merged["rounds"] == 3
+    assert merged["peak_mib"] == 130.0 and merged["refresh_fused"] is True  # from the first round
+    assert merged["per_step_amortised_ms"] == pytest.approx((2.0 + 0.4) / 2 / 8)
+    assert merged["graph_fwd_bwd_total"] == pytest.approx(6.5 + 0.15)
+    assert "graph_fwd_bwd_total" not in with_totals({"graph_fwd_bwd": 9.0}, Settings())  # dense: no step cost
 
 
 def row(d: int, tokens: int, speedup: float) -> dict:
