@@ -27,7 +27,7 @@ if has_triton():
     def _tile_configs(cols: int) -> list:
         """BC x num_warps candidates whose BC divides `cols` (32 when none does)."""
         bcs = [bc for bc in _BLOCK_COLS if cols % bc == 0] or [32]
-        return [triton.Config({"BC": bc}, num_warps=w) for bc in bcs for w in (4, 8)]
+        return [triton.Config({"BC": bc}, num_warps=w) for bc in bcs for w in (2, 4, 8)]
 
     def _prune(configs: list, named_args: dict, **kwargs) -> list:
         return _tile_configs(named_args["cols"])
