@@ -59,7 +59,10 @@ def run_grid(args: argparse.Namespace, kinds: list[str], build: Callable[[str, i
                      f"{s.refresh_interval} step(s), fused where the backend can, as in training) are included amortised "
                      f"over {s.accum} micro-batches.",
                      f"Timings: CUDA events (triton do_bench, warm-up excluded), median of >= 20 calls; {args.rounds} "
-                     f"interleaved round(s) over all variants per shape, each timing the median over the rounds."]
+                     f"interleaved round(s) over all variants per shape, each timing the median over the rounds.",
+                     "Peak memory: the most allocated during one forward+backward (first round), counting the "
+                     "variant's module, operands, input, activations and gradients; memory allocated before its "
+                     "module was built (earlier variants' cached cuBLAS workspaces) is left out."]
     for kind in kinds:
         for tokens in args.tokens:
             for d in args.d:

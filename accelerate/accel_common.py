@@ -58,13 +58,14 @@ def bench_ms(fn: Callable[[], Any], warmup_ms: float, rep_ms: float, min_reps: i
     return float(do_bench(fn, warmup=warmup_ms, rep=rep, return_mode="median"))
 
 
-def peak_mib(fn: Callable[[], Any]) -> float:
-    """Peak allocated GPU memory (MiB) while running `fn` once, everything already allocated included."""
+def peak_mib(fn: Callable[[], Any], baseline_bytes: int = 0) -> float:
+    """Peak allocated GPU memory (MiB) while running `fn` once, less `baseline_bytes` (memory that is not the
+    measured module's: e.g. cuBLAS workspaces cached by earlier runs, one per stream, never freed)."""
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     fn()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**20
+    return (torch.cuda.max_memory_allocated() - baseline_bytes) / 2**20
 
 
 def write_json(path: Path, env: dict, args: dict, rows: list[dict]) -> None:

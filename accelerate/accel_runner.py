@@ -43,6 +43,9 @@ def _err(e: BaseException) -> str:
 def measure_variant(build: Callable[[], nn.Module], x: torch.Tensor, variant: str, s: Settings) -> dict:
     """All timings (ms) and peak memory (MiB) of one variant; failures recorded as strings."""
     res: dict = {"variant": variant}
+    # what is allocated before the model exists, less the input, is not this variant's memory (earlier variants'
+    # graph captures leave cuBLAS workspaces behind, one per side stream)
+    baseline = torch.cuda.memory_allocated() - x.untyped_storage().nbytes()
     model = apply_variant(build(), variant)
     x = x.detach().requires_grad_(True)
 
@@ -64,7 +67,7 @@ def measure_variant(build: Callable[[], nn.Module], x: torch.Tensor, variant: st
     eager = not sparse or variant in s.eager_sparse
     graph = variant != "semi"
     try:
-        res["peak_mib"] = peak_mib(fwd_bwd)
+        res["peak_mib"] = peak_mib(fwd_bwd, baseline)
     except Exception as e:  # e.g. the semi-structured weight has no backward
         res["peak_mib_error"] = _err(e)
     for mode, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):

@@ -13,7 +13,8 @@
 #   cram-dense cram-2by4 glue-dense glue-2by4   a small Cramming BERT and its GLUE fine-tuning
 #   gpu-tests (GPU_TESTS, default tests/kernels tests/backends)  gpu-marked (the gpu-marked tests of the other areas)
 #   ffn-{torch,plans,amp,grid} gated-plans block-{torch,plans,amp,grid}  FFN / gated FFN / block benchmarks
-#                                  (BENCH_TOKENS, default 16384; BENCH_D; BENCH_ROUNDS; BENCH_SUFFIX names the files), by sparse-GEMM
+#                                  (BENCH_TOKENS, default 16384; BENCH_D; BENCH_ROUNDS; files named <job><BENCH_SUFFIX>-gpu<N>,
+#                                  so one job can run on both chains), by sparse-GEMM
 #                                  path; *-amp: fp32 master weights under bf16 autocast; *-grid: 8192 and 65536 tokens
 #   ffn-profile                    FFN kernel time by kind (torch.profiler)
 #   kernels (accelerate/run_kernels.sh; kernel-bench: its benchmark alone)  cslt-host (host cost of torch's sparse GEMM vs the plan-caching extension)
@@ -124,18 +125,18 @@ job() {  # job <name>: the command of one job
                 case $module in gated|ffn) extra+=(--kinds "$module") ;; esac
                 SPARSE_CORE_CUSPARSELT_MM=$mm python3 accelerate/bench_${module/gated/ffn}.py \
                   --tokens $tokens --d ${BENCH_D:-768 1024 2048 4096} --rep-ms 30 --rounds ${BENCH_ROUNDS:-1} "${extra[@]}" \
-                  --name $1${BENCH_SUFFIX:-} --out "$RUNS/accelerate" ;;
+                  --name $1${BENCH_SUFFIX:-}-gpu${CUDA_VISIBLE_DEVICES:-0} --out "$RUNS/accelerate" ;;
     ffn-profile) python3 accelerate/profile_ffn.py --d ${BENCH_D:-768 4096} --out "$RUNS/accelerate" ;;
     *)          echo "unknown job $1" >&2; return 2 ;;
   esac
 }
 
 DEADLINE=${DEADLINE:-540}  # seconds after start by which every job has ended, so the archive is always written
-run() {  # run <gpus> <name>: one job on the given GPUs within the deadline, log to $RUNS/<name>.log, time it
+run() {  # run <gpus> <name>: one job on the given GPUs within the deadline, log to $RUNS/<name>.gpu<gpus>.log, time it
   local gpus=$1 name=$2 t0=$SECONDS left=$((DEADLINE - SECONDS))
   if (( left < 10 )); then echo "$name skipped: deadline" >> "$RUNS/timings.txt"; return; fi
   CUDA_VISIBLE_DEVICES=$gpus timeout "$left" bash -c "$(declare -p GPT SHORT DDP LONG DEIT CRAM GLUE TORCHRUN \
-    AB RUNS SHARED STDLIB SITE; declare -f job corpus sparse_parts); job $name" > "$RUNS/$name.log" 2>&1
+    AB RUNS SHARED STDLIB SITE; declare -f job corpus sparse_parts); job $name" > "$RUNS/$name.gpu${gpus/,/+}.log" 2>&1
   echo "$name gpus=$gpus rc=$? seconds=$((SECONDS - t0))" >> "$RUNS/timings.txt"
 }
 

@@ -36,7 +36,7 @@ def expand(job: str) -> tuple[int, str]:
     ("long-2by4+r40+l6e-5", ["train.max_steps=2000", "sparse.mask_refresh_interval=40 sparse.lambda_w=6e-5"]),
     ("ddp-2gpu", ["torchrun --standalone --nproc_per_node=2 -m nanogpt.train", "run_name=ddp-2gpu"]),
     ("deit-2by4", ["-m deit.train", "sparse.mask_refresh_interval=40"]),
-    ("ffn-plans", ["accelerate/bench_ffn.py --tokens 16384", "--kinds ffn --name ffn-plans"]),
+    ("ffn-plans", ["accelerate/bench_ffn.py --tokens 16384", "--rounds 1", "--kinds ffn --name ffn-plans-gpu0"]),
     ("gated-plans", ["accelerate/bench_ffn.py", "--kinds gated --name gated-plans"]),
     ("block-amp", ["accelerate/bench_block.py", "--precision amp --variants dense sc-fwd-dx sc-fwd-dx-mvue sc-all "
                    "--name block-amp"]),
@@ -61,3 +61,10 @@ def test_later_overrides_win_and_defaults_are_not_pinned() -> None:
 def test_unknown_jobs_and_parts_fail(job: str) -> None:
     code, out = expand(job)
     assert code != 0 and "unknown" in out
+
+
+def test_benchmark_files_name_the_gpu_they_ran_on() -> None:
+    """The same benchmark job on both chains writes two sets of files (and logs), not one over the other."""
+    proc = subprocess.run(["bash", "-c", "CUDA_VISIBLE_DEVICES=1 BENCH_ROUNDS=3 " + HARNESS, "harness", str(SCRIPT),
+                           "block-plans"], capture_output=True, text=True, timeout=30)
+    assert "--rounds 3" in proc.stdout and "--name block-plans-gpu1 " in proc.stdout, proc.stdout + proc.stderr
