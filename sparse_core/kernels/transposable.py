@@ -48,16 +48,32 @@ if has_triton():
         return ((b // 16) * 4 * cols + (b % 16) * 4)[:, None] + ((k // 4) * cols + k % 4)[None, :]
 
     @triton.jit
+    def tf32_part(x):
+        """float32 x truncated to its top 11 significant bits: exactly representable in tf32."""
+        return (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+    @triton.jit
     def best_pattern_keep(a, p_ptr, pb_ptr, PRECISION: tl.constexpr):
         """(NB, 16) float32 |4x4 blocks| -> (NB, 16) uint8 keep flags of each block's best pattern.
 
-        One tl.dot scores all blocks against the 90 patterns (p_ptr: 16 x 128, columns 90.. zero); argmax
-        ties go to the lowest index. NaN magnitudes count as 0 and the index is capped at 89, so blocks with
-        NaN/inf still get a valid pattern.
+        tl.dot scores all blocks against the 90 patterns (p_ptr: 16 x 128, columns 90.. zero); argmax ties go
+        to the lowest index. PRECISION "tf32": one tensor-core product (exact for 16-bit magnitudes); "split"
+        (float32 magnitudes): |w| = hi + mid + lo, each part exact in tf32 (11 + 11 + 2 of fp32's 24 significant
+        bits), three tensor-core products of exact 0/1 weights summed in fp32. NaN magnitudes count as 0 and the
+        index is capped at 89, so blocks with NaN/inf still get a valid pattern.
         """
         k = tl.arange(0, 16)
         pats = tl.load(p_ptr + k[:, None] * 128 + tl.arange(0, 128)[None, :])
-        scores = tl.dot(tl.where(a == a, a, 0.0), pats, input_precision=PRECISION)  # (NB, 128), fp32 accumulation
+        a = tl.where(a == a, a, 0.0)
+        if PRECISION == "split":
+            hi = tf32_part(a)
+            rest = tl.where(hi < float("inf"), a - hi, 0.0)  # exact: at most 13 significant bits
+            mid = tf32_part(rest)
+            scores = tl.dot(rest - mid, pats, input_precision="tf32")  # (NB, 128), fp32 accumulation
+            scores = tl.dot(mid, pats, scores, input_precision="tf32")
+            scores = tl.dot(hi, pats, scores, input_precision="tf32")
+        else:
+            scores = tl.dot(a, pats, input_precision=PRECISION)
         best = tl.minimum(tl.argmax(scores, axis=1, tie_break_left=True), 89)
         pb = tl.load(pb_ptr + best)
         return ((pb[:, None] >> k[None, :]) & 1).to(tl.uint8)
@@ -166,7 +182,7 @@ def _launch_mask(w: torch.Tensor, mask: torch.Tensor, flips: torch.Tensor | None
     rows, cols = w.shape
     pats, codes = _pattern_operands(str(w.device))
     nan = torch.zeros(1, dtype=torch.int32, device=w.device)
-    precision = "ieee" if w.dtype == torch.float32 else "tf32"
+    precision = "split" if w.dtype == torch.float32 else "tf32"
     args = (w, pats, codes, mask.view(torch.uint8), nan if flips is None else flips, nan, cols)
     if interpreting():
         br = _MASK_TILE_ROWS[0]
@@ -184,8 +200,9 @@ def transposable_mask(w: torch.Tensor, check_nan: bool = True) -> torch.Tensor:
     within 2**16 of range, for integer or dyadic w); for general fp32 w the two can differ only where two
     patterns' sums differ by fp32 rounding (the summation orders differ). Always a valid transposable mask.
     NaN weights are refused (ValueError), like the torch rule; check_nan=False skips that check and its host
-    sync (NaN magnitudes then count as 0, the mask stays valid). float32 scores use exact fp32 products
-    (tl.dot input_precision="ieee"; tf32 would round the magnitudes), 16-bit ones tf32 (exact for them).
+    sync (NaN magnitudes then count as 0, the mask stays valid). 16-bit magnitudes are scored by one tf32
+    tensor-core product (exact for them); float32 ones are split into three tf32-exact parts, scored by three
+    such products and summed in fp32 (exact products: plain tf32 would round the magnitudes).
     """
     error = _mask_weight_error(w)
     if error is not None:

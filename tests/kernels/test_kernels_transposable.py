@@ -119,6 +119,17 @@ def test_mask_equals_torch_rule_on_exact_inputs(shape, dtype, kind):
 
 
 @needs_kernels
+def test_float32_scores_keep_every_significant_bit():
+    """float32 magnitudes with up to 20 significant bits (integers < 2**20: every block sum exact in fp32) give the
+    torch rule's mask: the three tf32 parts of the float32 scoring lose nothing (tf32 alone keeps 11 bits)."""
+    g = torch.Generator().manual_seed(7)
+    w = torch.randint(-(2**20) + 1, 2**20, (128, 192), generator=g).float()
+    w += torch.where(w > 0, 1.0, -1.0) * 2**19 * (torch.rand(w.shape, generator=g) < 0.5)  # many full-width ones
+    w = w.clamp(-(2**20) + 1, 2**20 - 1)
+    assert torch.equal(transposable_mask(w.to(DEVICE)).cpu(), transposable_mask_24(w))
+
+
+@needs_kernels
 def test_mask_all_zero_weight_takes_pattern_zero():
     mask = transposable_mask(torch.zeros(64, 128, device=DEVICE))
     first = transposable_patterns()[0]
@@ -195,7 +206,7 @@ def test_every_tuning_config_gives_the_same_mask(dtype):
 
     w = (torch.randn(1024, 4096, device="cuda", generator=torch.Generator("cuda").manual_seed(2)) * 0.02).to(dtype)
     pats, codes = _pattern_operands(str(w.device))
-    precision = "ieee" if dtype == torch.float32 else "tf32"
+    precision = "split" if dtype == torch.float32 else "tf32"
     masks = []
     for br in _MASK_TILE_ROWS:
         for warps in _MASK_WARPS:
