@@ -12,7 +12,7 @@
 #   deit-dense deit-2by4           DeiT-tiny on the CIFAR-10 subset; deit-profile-{dense,2by4}: FFN share of a step
 #   cram-dense cram-2by4 glue-dense glue-2by4   a small Cramming BERT and its GLUE fine-tuning
 #   gpu-tests (GPU_TESTS, default tests/kernels tests/backends)  gpu-marked (the gpu-marked tests of the other areas)
-#   ffn-{torch,plans,amp,grid} gated-plans block-{torch,plans,amp,grid}  FFN / gated FFN / block benchmarks
+#   ffn-{torch,plans,amp,grid} gated-{plans,grid} block-{torch,plans,amp,grid}  FFN / gated FFN / block benchmarks
 #                                  (BENCH_TOKENS, default 16384; BENCH_D; BENCH_ROUNDS; files named <job><BENCH_SUFFIX>-gpu<N>,
 #                                  so one job can run on both chains), by sparse-GEMM
 #                                  path; *-amp: fp32 master weights under bf16 autocast; *-grid: 8192 and 65536 tokens
@@ -115,7 +115,7 @@ job() {  # job <name>: the command of one job
     cslt-host)  python3 accelerate/bench_cslt_host.py --search --out "$RUNS/accelerate" ;;
     kernels)    env OUT="$RUNS/kernels" bash accelerate/run_kernels.sh ;;
     kernel-bench) python3 accelerate/bench_kernels.py --out "$RUNS/kernels" ;;
-    ffn-torch|ffn-plans|gated-plans|block-torch|block-plans|ffn-amp|block-amp|ffn-grid|block-grid)
+    ffn-torch|ffn-plans|gated-plans|block-torch|block-plans|ffn-amp|block-amp|ffn-grid|gated-grid|block-grid)
                 # FFN / gated FFN / block benchmarks (BENCH_TOKENS, default 16384; BENCH_D) with torch's sparse GEMM
                 # or the plan-caching extension; *-amp: fp32 master weights under bf16 autocast; *-grid: the
                 # plan-caching extension at 8192 and 65536 tokens

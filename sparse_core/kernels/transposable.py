@@ -31,7 +31,7 @@ __all__ = ["transposable_mask", "torch_transposable_mask", "transposable_compres
 
 MASK_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # weights transposable_mask accepts
 _MASK_TILE_ROWS = (64, 32, 16)  # rows of W per program of the mask kernel (x 64 columns), tuned on CUDA
-_MASK_WARPS = (2, 4, 8)  # with these warp counts
+_MASK_WARPS = (2, 4, 8)  # warp counts the mask kernel is tuned over
 
 if has_triton():
     import triton

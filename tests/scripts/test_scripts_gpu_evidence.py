@@ -42,6 +42,7 @@ def expand(job: str) -> tuple[int, str]:
                    "--name block-amp"]),
     ("ffn-profile", ["accelerate/profile_ffn.py --d 768 4096"]),
     ("block-grid", ["accelerate/bench_block.py --tokens 8192 65536 --d"]),
+    ("gated-grid", ["accelerate/bench_ffn.py --tokens 8192 65536 --d", "--kinds gated --name gated-grid-gpu0"]),
 ])
 def test_jobs_expand_to_their_commands(job: str, expected: list[str]) -> None:
     code, out = expand(job)
