@@ -20,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from accel_common import environment, markdown, write_json
 from accel_models import FFN, SPARSE_VARIANTS, apply_variant, sparse_layers
+from sparse_core.graphs import GraphedStep
 
 # first match wins; CUDA kernel names (cuSPARSELt's carry 'sparse' / 'sp' in theirs; this project's Triton
 # kernels are named _<what>_kernel, with no C++ 'void ...' signature)
@@ -56,6 +57,18 @@ def kernel_ms(fn, iters: int) -> dict[str, float]:
     return dict(per_kernel)
 
 
+def wall_ms(fn, iters: int) -> float:
+    """Mean wall time (ms, CUDA events) per call of `fn` over `iters` back-to-back calls, unprofiled."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
 def by_kind(per_kernel: dict[str, float]) -> dict[str, float]:
     """Kernel times summed by kind (`kind_of`)."""
     out: dict[str, float] = defaultdict(float)
@@ -77,11 +90,22 @@ def profile_variant(d: int, tokens: int, variant: str, iters: int) -> dict:
     model = apply_variant(FFN(d, 4 * d).to("cuda", torch.bfloat16), variant)
     x = torch.randn(tokens, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     gy = torch.randn(tokens, d, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):  # plans, algorithm search, autotuning
+    def step() -> None:
         model(x).backward(gy)
-    per_kernel = kernel_ms(lambda: model(x).backward(gy), iters)
+
+    for _ in range(3):  # plans, algorithm search, autotuning
+        step()
+    per_kernel = kernel_ms(step, iters)
     row = {"variant": variant, "total_ms": sum(per_kernel.values()), "by_kind": by_kind(per_kernel),
-           "top_kernels": top_kernels(per_kernel)}
+           "top_kernels": top_kernels(per_kernel), "wall_ms": wall_ms(step, iters)}
+    try:  # the same step replayed from a CUDA graph: its kernels and its wall time (gaps = wall - kernels)
+        graphed = GraphedStep(step, model, ())
+        replay = kernel_ms(graphed, iters)
+        row.update(graph_total_ms=sum(replay.values()), graph_wall_ms=wall_ms(graphed, iters),
+                   graph_top_kernels=top_kernels(replay))
+        del graphed
+    except Exception as e:  # noqa: BLE001  a diagnostic, recorded rather than fatal
+        row["graph_error"] = f"{type(e).__name__}: {str(e)[:160]}"
     layers = sparse_layers(model) if variant in SPARSE_VARIANTS else []
     if layers:
         def refresh() -> None:
@@ -125,14 +149,18 @@ def main() -> None:
     write_json(args.out / f"{args.name}.json", env, {k: str(v) for k, v in vars(args).items()}, rows)
     kinds = [k for k, _ in KINDS] + ["other"]
     flat = [{"d": r["d"], "variant": r["variant"], "total_ms": r["total_ms"], "refresh_ms": r.get("refresh_ms"),
-             **r["by_kind"]} for r in rows]
+             "wall_ms": r.get("wall_ms"), "graph_total_ms": r.get("graph_total_ms"),
+             "graph_wall_ms": r.get("graph_wall_ms"), **r["by_kind"]} for r in rows]
     cols = [("d", "d"), ("variant", "variant"), ("total_ms", "GPU ms per f+b")] + [(k, k + " ms") for k in kinds] \
-        + [("refresh_ms", "GPU ms per mask-refresh step")]
+        + [("refresh_ms", "GPU ms per mask-refresh step"), ("wall_ms", "eager wall ms"),
+           ("graph_total_ms", "graph-replay GPU ms"), ("graph_wall_ms", "graph-replay wall ms")]
     notes = [f"GPU kernel time per forward+backward of Linear(d, 4d)-GELU-Linear(4d, d), bf16, {args.tokens} tokens, "
              f"eager, mean of {args.iters} iterations under torch.profiler (kernels only: host gaps and per-step "
              "mask/compression costs are not in it). Kinds by kernel name; the JSON lists the ten longest kernels "
              "of each row with their kind. The last column: GPU kernel time of one optimizer step's mask refresh of "
-             "both layers (refresh_mask_async + operands, as training runs it; its kernels in the JSON)."]
+             "both layers (refresh_mask_async + operands, as training runs it; its kernels in the JSON). Then the "
+             "same step unprofiled (eager wall time, CUDA events) and replayed from a CUDA graph (its kernel time "
+             "under the profiler and its wall time): wall minus kernel time is what the GPU spends between kernels."]
     (args.out / f"{args.name}.md").write_text(markdown(env, "Where the FFN's time goes (torch.profiler)", cols, flat,
                                                       notes))
 

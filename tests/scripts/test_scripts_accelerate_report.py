@@ -13,6 +13,7 @@ sys.path.insert(0, str(ACCELERATE))  # the benchmarks are scripts, not a package
 
 from accel_bench import write_outputs  # noqa: E402
 from accel_runner import Settings, merge_rounds, summarise, with_totals  # noqa: E402
+from profile_ffn import by_kind, kind_of, top_kernels  # noqa: E402
 from report import merge  # noqa: E402
 
 ENV = {"gpu": "test GPU", "sm": "9.0", "torch": "x", "cuda": "x", "cusparselt": 800, "triton": "x",
@@ -71,3 +72,16 @@ def test_outputs_name_the_environment_and_the_peak_memory(tmp_path):
     assert "1.250" in line and "100.000" in line and "120.000" in line  # dense and lowest sparse peak MiB
     assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["d"] == 768
     assert (tmp_path / "t.png").stat().st_size > 0
+
+
+def test_profile_sorts_kernels_into_kinds():
+    """The profile's kinds: cuSPARSELt GEMMs are sparse even though their names also say 'gemm'."""
+    times = {"sm90_xmma_sparse_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64": 8.0,
+             "nvjet_sm90_tst_320x128_64x3_1x2_h_bz_coopB_NTT": 6.5, "_cols_kernel": 0.7, "_transposable_kernel": 0.5,
+             "void at::native::vectorized_elementwise_kernel<8, at::native::GeluBackwardCUDAKernelImpl": 0.48,
+             "Memcpy DtoD (Device -> Device)": 0.01, "some_new_kernel": 0.02}
+    kinds = by_kind(times)
+    assert kinds["sparse GEMM"] == 8.0 and kinds["dense GEMM"] == 6.5 and kinds["GELU"] == 0.48
+    assert kinds["MVUE / compress (Triton)"] == pytest.approx(1.2) and kinds["other"] == 0.02
+    assert kind_of("Memcpy DtoD (Device -> Device)") == "copy / cast / fill"
+    assert [k["ms"] for k in top_kernels(times, 2)] == [8.0, 6.5]
