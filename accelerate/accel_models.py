@@ -17,8 +17,8 @@ from sparse_core.linear import SparseLinear
 SPARSE_VARIANTS = {  # variant -> (cuSPARSELt backend name, mvue)
     "sc-fwd": ("cusparselt-fwd", False),
     "sc-fwd-dx": ("cusparselt-fwd-dx", False),
-    "sc-fwd-dx-mvue": ("cusparselt-fwd-dx", True),  # what 2by4 training runs: dense dW GEMM on the fused MVUE of dY^T
-    "sc-all": ("cusparselt-all", True),
+    "sc-fwd-dx-mvue": ("cusparselt-fwd-dx", True),  # dense dW GEMM on the fused MVUE of dY^T
+    "sc-all": ("cusparselt-all", True),  # what 2by4 training runs on backend 'auto' with the fused kernels
 }
 VARIANTS = ("dense", *SPARSE_VARIANTS, "semi")
 

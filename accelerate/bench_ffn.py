@@ -17,8 +17,8 @@ NOTES = [
     "Ratios are dense time / sparse time (>1: sparse faster); medians of CUDA-event timings "
     "(triton.testing.do_bench), warm-up excluded. Dense = best of eager and CUDA-graph replay.",
     "Variants: sc-fwd (Y sparse), sc-fwd-dx (Y and dX sparse, transposable mask), sc-fwd-dx-mvue "
-    "(as sc-fwd-dx, plus the fused MVUE of dY^T and a dense dW GEMM: what 2by4 training runs), sc-all (dW "
-    "sparse too: MVUE of dY^T compressed every micro-batch); graph = CUDA-graph replay "
+    "(as sc-fwd-dx, plus the fused MVUE of dY^T and a dense dW GEMM), sc-all (dW sparse too: MVUE of dY^T "
+    "compressed every micro-batch; what 2by4 training runs on backend 'auto'); graph = CUDA-graph replay "
     "(sparse_core.graphs.GraphedStep); semi = PyTorch's to_sparse_semi_structured weight, frozen "
     "(its backward computes dX only), eager.",
     "Forward ('fwd') timings run under no_grad and exclude per-step costs (inference-like).",

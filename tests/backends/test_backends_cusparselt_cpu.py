@@ -5,6 +5,7 @@ import torch
 
 from sparse_core.backends import BACKENDS, available_backends, resolve_backend
 from sparse_core.backends.cusparselt import CusparseltBackend, parse_products
+from sparse_core.kernels import has_triton
 from sparse_core.linear import SparseLinear
 
 
@@ -61,8 +62,10 @@ def test_env_switches(monkeypatch):
 
 def test_default_products():
     b = CusparseltBackend(compress="torch")
-    assert b.products == frozenset({"fwd", "dx"})  # dW stays dense: compressing dY^T costs about what it saves
+    assert b.products == frozenset({"fwd", "dx"})  # dW stays dense: torch's compression of dY^T costs what it saves
     assert "torch._cslt_compress" in b.describe()
+    fused = CusparseltBackend(compress="auto")  # with the fused MVUE + compress kernel, dW runs sparse too
+    assert fused.products == (frozenset({"fwd", "dx", "dw"}) if has_triton() else frozenset({"fwd", "dx"}))
 
 
 def test_matmul_option(monkeypatch):
