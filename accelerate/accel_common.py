@@ -43,18 +43,25 @@ def _triton_version() -> str | None:
     return triton.__version__
 
 
+def wall_ms(fn: Callable[[], Any], iters: int) -> float:
+    """Mean wall time (ms, CUDA events) per call of `fn` over `iters` back-to-back calls."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
 def bench_ms(fn: Callable[[], Any], warmup_ms: float, rep_ms: float, min_reps: int = 20) -> float:
     """Median milliseconds of `fn` by CUDA events (triton.testing.do_bench; warm-up excluded), over at least
     `min_reps` timed calls (a rep_ms shorter than that many calls is stretched)."""
     from triton.testing import do_bench
 
     fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    torch.cuda.synchronize()
-    rep = max(rep_ms, min_reps * start.elapsed_time(end))
+    rep = max(rep_ms, min_reps * wall_ms(fn, 1))
     return float(do_bench(fn, warmup=warmup_ms, rep=rep, return_mode="median"))
 
 

@@ -18,7 +18,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from accel_common import environment, markdown, write_json
+from accel_common import environment, markdown, wall_ms, write_json
 from accel_models import FFN, SPARSE_VARIANTS, apply_variant, sparse_layers
 from sparse_core.graphs import GraphedStep
 
@@ -55,18 +55,6 @@ def kernel_ms(fn, iters: int) -> dict[str, float]:
         if us and e.device_type == torch.autograd.DeviceType.CUDA:
             per_kernel[e.key] += us / 1e3 / iters
     return dict(per_kernel)
-
-
-def wall_ms(fn, iters: int) -> float:
-    """Mean wall time (ms, CUDA events) per call of `fn` over `iters` back-to-back calls, unprofiled."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
 
 
 def by_kind(per_kernel: dict[str, float]) -> dict[str, float]:

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sparse_core.backends import Backend, SparseOperands, resolve_backend
-from sparse_core.masks import mask_24, transposable_mask_24
+from sparse_core.masks import mask_24, replace_mask, transposable_mask_24
 
 __all__ = ["SparseLinear", "sparse_linear", "MASK_KINDS", "MODES"]
 
@@ -228,11 +228,7 @@ class SparseLinear(nn.Linear):
         its flips counted and the next forward's compressed W and W^T built in one fused pass, instead of the
         mask rule, a comparison and `prepare`."""
         flips = self._fused_refresh()
-        if flips is None:
-            new = self.compute_mask()
-            flips = (new != self.mask).sum()
-            self.mask.copy_(new)
-        return flips
+        return replace_mask(self.mask, self.compute_mask()) if flips is None else flips
 
     def _fused_refresh(self) -> torch.Tensor | None:
         """The flip count of the backend's one-pass refresh for the compute dtype of the last forward (mask and

@@ -21,6 +21,7 @@ __all__ = [
     "transposable_patterns",
     "is_valid_24",
     "is_transposable_24",
+    "replace_mask",
 ]
 
 
@@ -102,3 +103,11 @@ def is_valid_24(mask: torch.Tensor, dim: int = -1) -> bool:
 def is_transposable_24(mask: torch.Tensor) -> bool:
     """True when a 2-D mask is 2:4 along rows and along columns."""
     return mask.dim() == 2 and is_valid_24(mask, 1) and is_valid_24(mask, 0)
+
+
+def replace_mask(mask: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """Overwrite `mask` in place with `new`; returns how many entries changed (a 0-d int64 tensor on the mask's
+    device, no host sync): a mask refresh's flip count."""
+    flips = (new != mask).sum()
+    mask.copy_(new)
+    return flips

@@ -23,7 +23,7 @@ from sparse_core._checks import check_no_nan
 from sparse_core.kernels._triton import has_triton, interpreting, require_launch
 from sparse_core.kernels.compress import _operand_view
 from sparse_core.kernels.cslt_layout import NIBBLE_TABLE32, new_packed, torch_pack_24
-from sparse_core.masks import transposable_mask_24, transposable_patterns
+from sparse_core.masks import replace_mask, transposable_mask_24, transposable_patterns
 
 __all__ = ["transposable_mask", "torch_transposable_mask", "transposable_compress", "torch_transposable_compress",
            "refresh_transposable_mask", "torch_refresh_transposable_mask", "refresh_transposable_compress",
@@ -237,9 +237,7 @@ def torch_transposable_mask(w: torch.Tensor) -> torch.Tensor:
 def torch_refresh_transposable_mask(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Plain-torch twin of `refresh_transposable_mask`."""
     new = torch_transposable_mask(w)
-    flips = (new != _check_mask_arg(mask, w, "mask")).sum()
-    mask.copy_(new)
-    return flips
+    return replace_mask(_check_mask_arg(mask, w, "mask"), new)
 
 
 def _launch_compress(w: torch.Tensor, mask: torch.Tensor, score: bool,
@@ -301,6 +299,4 @@ def torch_refresh_transposable_compress(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Plain-torch twin of `refresh_transposable_compress`."""
     out, out_t, new = torch_transposable_compress(w)
-    flips = (new != _check_mask_arg(mask, w, "mask")).sum()
-    mask.copy_(new)
-    return out, out_t, flips
+    return out, out_t, replace_mask(_check_mask_arg(mask, w, "mask"), new)

@@ -8,7 +8,7 @@ from sparse_core import SparseLinear, is_transposable_24, is_valid_24
 from sparse_core.backends import BACKENDS, register_backend, resolve_backend
 from sparse_core.backends import SparseOperands
 from sparse_core.backends.reference import ReferenceBackend
-from sparse_core.masks import transposable_mask_24
+from sparse_core.masks import replace_mask, transposable_mask_24
 from sparse_core.linear import sparse_linear
 
 
@@ -131,9 +131,7 @@ class FusedRefreshBackend(CountingBackend):
 
     def refresh_and_prepare(self, weight, dtype, mask):
         FusedRefreshBackend.fused += 1
-        new = transposable_mask_24(weight)
-        flips = (new != mask).sum()
-        mask.copy_(new)
+        flips = replace_mask(mask, transposable_mask_24(weight))
         w = (weight * mask).to(dtype)
         return flips, ReferenceBackend.prepare(self, SparseOperands(w, mask, w, mask, True))
 
