@@ -12,7 +12,8 @@ data position, RNG) plus plain data; exact resume.
         restore_rng_states(loaded["rng"], rank, world_size, reseed=seed + rank + 7919 * step)
 
 Files: `ckpt_<step:08d>.pt` (torch.save of {"format", "step", "state"}) and `manifest.json` listing
-each file's step and sha256. Every write goes temp file -> fsync -> os.replace -> fsync(dir), so a
+each file's step and sha256. A run resumed from an earlier checkpoint that saves moves the later ones (the branch
+it left) to `abandoned/branch_<k>/`, so that pruning and `load_latest` follow it and nothing is deleted. Every write goes temp file -> fsync -> os.replace -> fsync(dir), so a
 crash leaves either the old or the new file, never half of one. Everything loads with
 `torch.load(weights_only=True)`.
 """
@@ -44,6 +45,7 @@ _FORMAT = 1
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
 _MANIFEST = "manifest.json"
 _TMP_PREFIX = ".tmp_"
+ABANDONED = "abandoned"  # holds branch_<k>/: the checkpoints of a branch a resumed run left behind
 # Leaf types torch.load(weights_only=True) accepts; anything else fails at save time, not at resume.
 _LEAVES = (torch.Tensor, str, bytes, int, float, bool, complex, type(None), torch.Size, torch.dtype, torch.device)
 
@@ -215,6 +217,9 @@ class CheckpointManager:
 
         entries = _manifest_entries(self.directory) or {}
         entries[path.name] = {"file": path.name, "step": step, "sha256": _sha256(path), "bytes": path.stat().st_size}
+        later = {n: s for n, s in self._on_disk().items() if s > step}
+        if later:
+            self._set_aside(later, entries)
         steps = self._on_disk()
         keep = sorted(steps, key=lambda n: steps[n])[-self.keep_last :]
         kept = sorted((entries[n] for n in keep if n in entries), key=lambda e: e["step"])
@@ -224,6 +229,24 @@ class CheckpointManager:
             if name not in keep:
                 (self.directory / name).unlink(missing_ok=True)
         return path
+
+    def _set_aside(self, later: dict[str, int], entries: dict[str, dict[str, Any]]) -> None:
+        """Move checkpoints of steps after the one being saved (the run was resumed from an earlier checkpoint, so
+        they belong to the branch it left) into a new `abandoned/branch_<k>/`, manifest entries included: keep_last
+        and load_latest then follow this run, and the other branch stays loadable by path."""
+        k = 0
+        while (self.directory / ABANDONED / f"branch_{k}").exists():
+            k += 1
+        aside = self.directory / ABANDONED / f"branch_{k}"
+        aside.mkdir(parents=True)
+        moved = [entries.pop(name) for name in later if name in entries]
+        for name in later:
+            os.replace(self.directory / name, aside / name)
+        text = json.dumps({"format": _FORMAT, "checkpoints": sorted(moved, key=lambda e: e["step"])}, indent=1)
+        _atomic_write(aside / _MANIFEST, lambda f: f.write(text.encode()))
+        _fsync_dir(self.directory)
+        warnings.warn(f"{self.directory}: this run went back to an earlier step; the checkpoints of the run it left, "
+                      f"steps {sorted(later.values())}, were moved to {aside}")
 
     def load_latest(self, map_location: Any = "cpu") -> tuple[int, dict[str, Any]] | None:
         """(step, state) of the newest checkpoint that verifies; bad ones are skipped with a warning."""

@@ -198,3 +198,32 @@ def test_require_empty_refuses_a_directory_with_checkpoints(tmp_path):
     ckpt.save(5, {"x": torch.ones(1)})
     with pytest.raises(CheckpointError, match="already holds checkpoints; use resume=auto"):
         ckpt.require_empty("resume=auto")
+
+
+def test_a_run_resumed_from_an_earlier_step_sets_the_later_checkpoints_aside(tmp_path):
+    """Resumed from step 20 of a run that reached 40: its next save keeps its own checkpoints, moves 30 and 40 (the
+    branch it left) to abandoned/branch_0 (still loadable, sha256-checked), and load_latest follows the new run."""
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    for step in (20, 30, 40):
+        mgr.save(step, {"x": torch.tensor(step)})
+    with pytest.warns(UserWarning, match=r"steps \[30, 40\], were moved"):
+        path = mgr.save(25, {"x": torch.tensor(-25)})
+    assert path.is_file()
+    assert sorted(p.name for p in tmp_path.glob("ckpt_*.pt")) == ["ckpt_00000020.pt", "ckpt_00000025.pt"]
+    step, state = mgr.load_latest()
+    assert step == 25 and state["x"].item() == -25
+    aside = tmp_path / "abandoned" / "branch_0"
+    assert [e["step"] for e in json.loads((aside / "manifest.json").read_text())["checkpoints"]] == [30, 40]
+    step, state = load_checkpoint(aside / "ckpt_00000040.pt")
+    assert step == 40 and state["x"].item() == 40
+    with pytest.warns(UserWarning, match="branch_1"):  # a second roll-back keeps the first one's files
+        mgr.save(21, {"x": torch.tensor(21)})
+    assert (aside / "ckpt_00000030.pt").is_file() and (tmp_path / "abandoned" / "branch_1" / "ckpt_00000025.pt").is_file()
+
+
+def test_keep_last_one_keeps_the_checkpoint_just_written_after_a_roll_back(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=1)
+    mgr.save(300, {"x": torch.tensor(300)})
+    with pytest.warns(UserWarning, match="moved"):
+        path = mgr.save(250, {"x": torch.tensor(250)})
+    assert path.is_file() and mgr.load_latest()[0] == 250
