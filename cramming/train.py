@@ -203,12 +203,14 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
                 bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
                 loss_acc.zero_()
                 t_log, steps_since_log = now, 0
+            t_aside = time.perf_counter()  # evaluation and checkpoints are not training time: left out of tokens/s
             if cfg.eval_interval and step % cfg.eval_interval == 0 and len(val_rows):
                 val_loss, val_step = evaluate_mlm(model, val_rows, batches, device, autocast, cfg.optim.micro_batch_size), step
                 logger.log({"val/loss": val_loss}, step)
             if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
                 save(step)
                 saved_at = step
+            t_log += time.perf_counter() - t_aside
             guard.stop_if_requested(step)  # SIGTERM/SIGINT: checkpoint, say how to resume, exit 0
     bar.close()
 
@@ -216,7 +218,7 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
     elapsed = elapsed_before + time.perf_counter() - start
     if saved_at != step:  # the loop's last interval checkpoint may already be this step's
         save(step, elapsed)
-    finished = stop_step is None or step < stop_step
+    finished = done  # the budget ran out (also when stop_after_steps ended at the same step)
     if len(val_rows) and val_step != step:
         val_loss = evaluate_mlm(model, val_rows, batches, device, autocast, cfg.optim.micro_batch_size)
         logger.log({"val/loss": val_loss}, step)

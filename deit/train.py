@@ -242,6 +242,7 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{metrics['train/lr']:.2e}")
                 t0, images_seen = time.perf_counter(), 0
 
+            t_aside = time.perf_counter()  # evaluation and checkpoints are not training time: left out of images/s
             if step % cfg.eval_interval == 0 or step == last_step:
                 result = {f"val/{k}": v for k, v in evaluate(model, val_loader, device, autocast).items()}
                 if ema is not None:
@@ -254,6 +255,7 @@ def _train(cfg: DeiTConfig, env: DistEnv) -> dict[str, float]:
 
             if step % cfg.ckpt_interval == 0 or step == last_step:
                 save(step)
+            t0 += time.perf_counter() - t_aside
             guard.stop_if_requested(step)  # SIGTERM/SIGINT: checkpoint, say how to resume, exit 0
     bar.close()
     logger.close()

@@ -89,6 +89,9 @@ def test_hf_layout_round_trip(tmp_path):
     (["max_bad_steps=0"], "max_bad_steps"),
     (["max_bad_steps=x"], "max_bad_steps"),
     (["model.num_heads=3"], "num_heads"),
+    (["method=2by4", "+sparse.mvue=3"], "mvue must be bool"),
+    (["optim.eps=-1"], "optim.eps > 0"),
+    (["optim.lr=inf"], "values must be finite"),
 ])
 def test_config_errors(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -112,6 +115,27 @@ def test_start_sh_default_run(tmp_path):
     CrammedBertForSequenceClassification.from_pretrained(run / "model", num_labels=2)
 
 
+def test_tokens_per_second_leave_out_evaluation_and_checkpoints(tmp_path, monkeypatch):
+    """Every evaluation takes 1000 s of a fake clock: no logged tokens/s window may carry it."""
+    import cramming.train as recipe
+
+    fake = {"offset": 0.0}
+    real_perf_counter, real_evaluate = recipe.time.perf_counter, recipe.evaluate_mlm
+
+    def slow_evaluate(*args, **kwargs):
+        fake["offset"] += 1000.0
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "time", type("FakeTime", (), {"perf_counter": staticmethod(
+        lambda: real_perf_counter() + fake["offset"])}))
+    monkeypatch.setattr(recipe, "evaluate_mlm", slow_evaluate)
+    args = TINY[:-1] + ["budget.steps=6", "log_interval=2", "eval_interval=2", "checkpoint_interval=2",
+                        f"out_dir={tmp_path}", "run_name=tps"]
+    train(load_config(CrammingConfig, CONFIG_DIR, "tiny", args))
+    rates = [r["train/tokens_per_s"] for r in read_jsonl(tmp_path / "tps" / "metrics.jsonl") if "train/tokens_per_s" in r]
+    assert len(rates) == 3 and min(rates) > 8 * 32 * 2 / 100.0  # 2 steps of 8 x 32 tokens took far less than 100 s
+
+
 def _final_state(run_dir: Path) -> dict:
     path = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))[-1]
     return torch.load(path, weights_only=True)["state"]
@@ -127,7 +151,9 @@ def test_resume_is_exact(tmp_path):
     train(load_config(CrammingConfig, CONFIG_DIR, "tiny", base + ["run_name=straight"]))
     part = load_config(CrammingConfig, CONFIG_DIR, "tiny", base + ["run_name=resumed", "stop_after_steps=4"])
     assert train(part)["steps"] == 4 and not (tmp_path / "resumed" / "model").exists()
-    train(load_config(CrammingConfig, CONFIG_DIR, "tiny", base + ["run_name=resumed"]))
+    # a stop_after_steps that ends with the budget: the run is finished and exported
+    last = train(load_config(CrammingConfig, CONFIG_DIR, "tiny", base + ["run_name=resumed", "stop_after_steps=4"]))
+    assert last["steps"] == 8 and last["finished"] == 1.0 and (tmp_path / "resumed" / "model").is_dir()
     a, b = _final_state(tmp_path / "straight"), _final_state(tmp_path / "resumed")
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
