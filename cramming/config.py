@@ -121,6 +121,8 @@ class OptimConfig:
     def validate(self) -> None:
         if not self.lr > 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if not self.eps > 0 or self.weight_decay < 0:
+            raise ValueError(f"need optim.eps > 0 and optim.weight_decay >= 0, got {self.eps} / {self.weight_decay}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"optim.betas must be in [0, 1), got {self.betas}")
         if self.clip_norm is not None and not self.clip_norm > 0:

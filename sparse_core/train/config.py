@@ -58,13 +58,31 @@ def load_config(schema: type[T], config_dir: str | Path, config_name: str, overr
         key = getattr(e, "full_key", None)
         msg = str(e).splitlines()[0]  # omegaconf appends full_key/object_type lines
         raise ConfigError(f"{config_dir / name}.yaml, overrides {list(overrides)}: key {key!r}: {msg}") from e
+    bad = _non_finite(cfg, "")
+    if bad:
+        raise ConfigError(f"{name}.yaml, overrides {list(overrides)}: values must be finite, got {', '.join(bad)}")
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         try:
             validate()
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # TypeError: e.g. a method option of the wrong type
             raise ConfigError(f"{name}.yaml, overrides {list(overrides)}: {e}") from e
     return cfg  # type: ignore[return-value]
+
+
+def _non_finite(value: Any, where: str) -> list[str]:
+    """`key=value` of every NaN or infinite float in a config (dataclasses, dicts, lists): no setting takes one."""
+    if isinstance(value, float):
+        return [] if value == value and abs(value) != float("inf") else [f"{where}={value}"]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, dict):
+        items = ((str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return []
+    return [bad for key, v in items for bad in _non_finite(v, f"{where}.{key}" if where else key)]
 
 
 def _force_add_keys(overrides: list[str], config_dir: Path) -> list[str]:

@@ -147,3 +147,25 @@ def test_config_group_override(tmp_path):
     assert (cfg.model.n_layer, cfg.model.n_embd) == (4, 512)
     with pytest.raises(ConfigError, match="huge"):
         load_config(GroupedCfg, tmp_path, "run", ["model=huge"])
+
+
+
+@dataclass
+class TypedCfg:
+    option: int = 1
+
+    def validate(self) -> None:
+        if self.option == 3:
+            raise TypeError("option must not be 3")
+
+
+def test_non_finite_values_and_type_errors_are_config_errors(cfg_dir):
+    """NaN / inf pass range checks written as `x < 0`: load_config refuses them in any field (nested, lists); a
+    TypeError from validate() (e.g. a method option of the wrong type) is a ConfigError too."""
+    with pytest.raises(ConfigError, match=r"values must be finite, got optim.lr=nan"):
+        load_config(RunCfg, cfg_dir, "tiny", ["optim.lr=nan"])
+    with pytest.raises(ConfigError, match=r"lambda_w=-inf, optim.betas.1=inf"):
+        load_config(RunCfg, cfg_dir, "tiny", ["lambda_w=-inf", "optim.betas=[0.9,inf]"])
+    (cfg_dir / "typed.yaml").write_text("option: 3\n")
+    with pytest.raises(ConfigError, match="option must not be 3"):
+        load_config(TypedCfg, cfg_dir, "typed")
