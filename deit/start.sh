@@ -6,7 +6,8 @@
 #   CONFIG  a file of deit/configs/ (default tiny; deit_tiny, deit_small, deit_base, cifar10, cifar100, cifar10_subset)
 #   MODEL   timm model name, e.g. deit_small_patch16_224 (default: the config's)
 #   NGPU    0: CPU; 1: one GPU (bf16 autocast); N > 1: torchrun DDP on N GPUs (default 0)
-#   DATA    an ImageFolder root (train/ + val/), an .npz file, or a torchvision CIFAR root (default: the config's)
+#   DATA    an ImageFolder root (train/ + val/), an .npz file, or a torchvision CIFAR root (CONFIG=cifar10 or
+#           cifar100 names the set; with data.download=true the root may be new) (default: the config's)
 # Any arguments are passed on as config overrides, e.g.  bash deit/start.sh max_steps=50 optim.lr=1e-3
 #
 #   NGPU=8 CONFIG=deit_small DATA=/data/imagenet bash deit/start.sh
@@ -21,6 +22,10 @@ if [[ -n "${MODEL:-}" ]]; then args+=("model.name=$MODEL"); fi
 if [[ -n "${DATA:-}" ]]; then
   if [[ -f "$DATA" && "$DATA" == *.npz ]]; then args+=("data.source=npz")
   elif [[ -d "$DATA/train" && -d "$DATA/val" ]]; then args+=("data.source=imagefolder")
+  elif [[ "$CONFIG" == cifar10 || "$CONFIG" == cifar100 ]]; then
+    :  # a CIFAR config names its set; torchvision reads it from DATA (or downloads it there: data.download=true)
+  elif [[ -d "$DATA/cifar-10-batches-py" && -d "$DATA/cifar-100-python" ]]; then
+    echo "DATA=$DATA holds CIFAR-10 and CIFAR-100: use CONFIG=cifar10 or CONFIG=cifar100" >&2; exit 2
   elif [[ -d "$DATA/cifar-10-batches-py" ]]; then args+=("data.source=cifar10")
   elif [[ -d "$DATA/cifar-100-python" ]]; then args+=("data.source=cifar100")
   else echo "DATA=$DATA is not an .npz file, an ImageFolder root (train/ + val/) or a CIFAR root" >&2; exit 2

@@ -10,7 +10,7 @@
 # NGPU    processes; > 1 launches torchrun (DDP, NCCL on GPUs, gloo on CPU) (default 1)
 # DATA    stdlib_char | stdlib | shakespeare_char | shakespeare | openwebtext | a text file or folder
 #         (default stdlib_char for tiny, openwebtext otherwise); prepared once under DATA_ROOT (out/data)
-# TOKENIZER  char | gpt2, for a file or folder given as DATA (default gpt2)
+# TOKENIZER  char | gpt2, for a file or folder given as DATA (default gpt2; a named DATA has its own)
 # Writes out/<SIZE>-<METHOD>-<data>/: ckpt/, metrics.jsonl, plots/*.png (and wandb/ when installed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

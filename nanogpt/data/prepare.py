@@ -204,6 +204,10 @@ def prepare(data: str, root: str | Path = "out/data", tokenizer: str | None = No
     """
     if data in NAMED:
         source, default_tok = NAMED[data]
+        if tokenizer is not None and tokenizer != default_tok:  # one folder per name: one tokenizer per name
+            other = [n for n, (src, tok) in NAMED.items() if src == source and tok == tokenizer]
+            hint = f"; use {other[0]!r}" if other else ""
+            raise ValueError(f"{data!r} is prepared with the {default_tok} tokenizer, got tokenizer={tokenizer!r}{hint}")
         name = name or data
     else:
         if not Path(data).expanduser().exists():
@@ -213,8 +217,6 @@ def prepare(data: str, root: str | Path = "out/data", tokenizer: str | None = No
     kind = tokenizer or default_tok
     if kind not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {kind!r}; choose one of {TOKENIZERS}")
-    if source == "openwebtext" and kind != "gpt2":
-        raise ValueError("openwebtext is prepared with the gpt2 tokenizer only")
     if val_fraction is None:
         val_fraction = 0.005 if source == "openwebtext" else 0.1
     if not 0.0 < val_fraction <= 0.5:
@@ -272,7 +274,10 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--glob", default="*.txt", help="files taken from a folder (default *.txt)")
     p.add_argument("--skip-existing", action="store_true", help="do nothing if the folder is already complete")
     a = p.parse_args(argv)
-    out = prepare(a.data, a.root, a.tokenizer, a.name, a.val_fraction, a.max_docs, a.glob, a.skip_existing)
+    try:
+        out = prepare(a.data, a.root, a.tokenizer, a.name, a.val_fraction, a.max_docs, a.glob, a.skip_existing)
+    except (ValueError, FileNotFoundError) as e:  # bad source, tokenizer or split: one line, exit code 2
+        p.error(str(e))
     print(out)
     return out
 

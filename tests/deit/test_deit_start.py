@@ -58,3 +58,27 @@ def test_data_variable_and_bad_values(tmp_path):
 def test_ngpu_must_be_a_number(tmp_path):
     out = _start(tmp_path, {"NGPU": "two"}, [])
     assert out.returncode == 2 and "NGPU" in out.stderr
+
+
+def test_cifar_roots_follow_the_config(tmp_path):
+    """A CIFAR config names its set (a root holding both sets, or none yet with data.download=true); another config
+    takes the set the root holds, and a root with both is refused. `python` is a stub printing its arguments."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python").write_text('#!/bin/sh\necho "ARGS: $*"\n')
+    (stub / "python").chmod(0o755)
+    root = tmp_path / "cifar"
+    (root / "cifar-10-batches-py").mkdir(parents=True)
+    (root / "cifar-100-python").mkdir()
+    env = {"PATH": f"{stub}{os.pathsep}{os.environ['PATH']}", "DATA": str(root)}
+    out = _start(tmp_path, {**env, "CONFIG": "cifar100"}, [])
+    assert out.returncode == 0 and "--config-name cifar100" in out.stdout, out.stderr
+    assert "data.source=" not in out.stdout and f"data.path={root}" in out.stdout
+    both = _start(tmp_path, {**env, "CONFIG": "tiny"}, [])
+    assert both.returncode == 2 and "CIFAR-10 and CIFAR-100" in both.stderr
+    new_root = tmp_path / "empty"
+    first = _start(tmp_path, {**env, "CONFIG": "cifar10", "DATA": str(new_root)}, ["data.download=true"])
+    assert first.returncode == 0 and f"data.path={new_root}" in first.stdout and "data.download=true" in first.stdout
+    (root / "cifar-100-python").rmdir()
+    one = _start(tmp_path, {**env, "CONFIG": "tiny"}, [])
+    assert one.returncode == 0 and "data.source=cifar10 " in one.stdout

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nanogpt.data.loader import TokenBatches, read_meta
+from nanogpt.data.prepare import main as prepare_main
 from nanogpt.data.prepare import prepare
 from nanogpt.data.tokenizer import tokenizer_from_meta
 
@@ -76,6 +77,15 @@ def test_bad_sources_are_clear_errors(tmp_path) -> None:
         prepare(str(tmp_path / "missing"), root=tmp_path)
     with pytest.raises(ValueError, match="tokenizer"):
         prepare("stdlib", root=tmp_path, tokenizer="bytes")
+    # a named dataset has one folder, so one tokenizer: the other one is another name
+    with pytest.raises(ValueError, match="'shakespeare' is prepared with the gpt2 tokenizer, got tokenizer='char'; "
+                                         "use 'shakespeare_char'"):
+        prepare("shakespeare", root=tmp_path, tokenizer="char")
+    with pytest.raises(ValueError, match="openwebtext' is prepared with the gpt2 tokenizer"):
+        prepare("openwebtext", root=tmp_path, tokenizer="char")
+    with pytest.raises(SystemExit) as exit_info:  # the CLI (start.sh's TOKENIZER): one line, exit code 2
+        prepare_main(["shakespeare", "--tokenizer", "char", "--root", str(tmp_path)])
+    assert exit_info.value.code == 2
     with pytest.raises(FileNotFoundError, match="prepare"):
         read_meta(tmp_path)
     with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 0.5\], got 0.7"):
