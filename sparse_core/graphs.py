@@ -112,15 +112,23 @@ class GraphedStep:
                 copy_plan(plan, new)
                 entry[4] = new
 
-    def __call__(self, *inputs: Any) -> Any:
+    def _copy_inputs(self, inputs: Sequence[Any]) -> None:
+        """Copy tensor inputs into the static ones; a non-tensor input is baked into the graph, so it must not change."""
         if len(inputs) != len(self.static_inputs):
             raise ValueError(f"expected {len(self.static_inputs)} inputs, got {len(inputs)}")
-        for dst, src in zip(self.static_inputs, inputs):
+        for i, (dst, src) in enumerate(zip(self.static_inputs, inputs)):
             if isinstance(dst, torch.Tensor):
-                if src.shape != dst.shape:
-                    raise ValueError(f"graph inputs have static shapes: got {tuple(src.shape)}, captured {tuple(dst.shape)}")
+                if not isinstance(src, torch.Tensor) or src.shape != dst.shape:
+                    got = tuple(src.shape) if isinstance(src, torch.Tensor) else repr(src)
+                    raise ValueError(f"graph input {i} has the static shape {tuple(dst.shape)}, got {got}")
                 with torch.no_grad():
                     dst.copy_(src)
+            elif src is not dst and (type(src) is not type(dst) or src != dst):
+                raise ValueError(f"graph input {i} was {dst!r} at capture and is part of the graph; got {src!r} "
+                                 "(pass it as a tensor, or capture again)")
+
+    def __call__(self, *inputs: Any) -> Any:
+        self._copy_inputs(inputs)
         self.refresh_plans()
         self.graph.replay()
         return self.static_output

@@ -272,13 +272,17 @@ class SparseLinear(nn.Linear):
         return self._plan
 
     def _plan_key_for(self, backend: Backend, dtype: torch.dtype) -> tuple:
-        """What the operands depend on: backend, dtype, device, and the weight's and masks' versions."""
+        """What the operands depend on: backend, dtype, device, and the weight's and masks' storage and versions
+        (`param.data = t` changes the storage; in-place ops bump the version, except writes through `.data`)."""
         bmask = self.backward_mask
-        return (backend.name, dtype, self.weight.device, self.weight._version, self.mask._version,
-                id(self.mask), None if bmask is None else (id(bmask), bmask._version), self.weight.dtype)
+        return (backend.name, dtype, self.weight.device, self.weight.data_ptr(), self.weight._version,
+                self.mask.data_ptr(), self.mask._version, id(self.mask),
+                None if bmask is None else (id(bmask), bmask.data_ptr(), bmask._version), self.weight.dtype)
 
     def invalidate(self) -> None:
-        """Drop cached operands (they are also dropped automatically when the weight changes)."""
+        """Drop cached operands. They are dropped automatically when the weight or a mask is replaced or changed in
+        place (optimizer steps, `with torch.no_grad(): w.mul_(...)`, `param.data = t`); a write through `w.data`
+        bypasses the version counter and needs this call."""
         self._plan_key, self._plan = None, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,8 @@ def transposable_mask_24(w: torch.Tensor) -> torch.Tensor:
     """Exact transposable 2:4 mask of a 2-D `w`: each aligned 4x4 block gets the best of 90 patterns.
 
     Scores are |blocks| (n_blocks x 16) @ patterns (16 x 90), argmax per block; ties take the lowest
-    pattern index. Both dims must be multiples of 4.
+    pattern index; an infinite entry counts as the largest magnitude (kept, as mask_24 keeps it). Both dims must
+    be multiples of 4.
     """
     check_float_tensor(w, "w")
     if w.dim() != 2:
@@ -84,6 +85,7 @@ def transposable_mask_24(w: torch.Tensor) -> torch.Tensor:
     rows, cols = w.shape
     # Scores in float64 so that equal block sums compare equal and ties resolve by pattern index.
     a = w.detach().abs().to(torch.float64 if w.device.type == "cpu" else torch.float32)
+    a = torch.nan_to_num(a, posinf=torch.finfo(a.dtype).max / 16)  # 0 * inf would make NaN scores; 8 terms stay finite
     blocks = a.reshape(rows // 4, 4, cols // 4, 4).permute(0, 2, 1, 3).reshape(-1, 16)
     table = _pattern_table_cpu().to(device=w.device)
     scores = blocks @ table.reshape(90, 16).to(a.dtype).t()  # (n_blocks, 90)

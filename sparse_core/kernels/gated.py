@@ -45,16 +45,17 @@ if has_triton():
         h = tl.program_id(1) * BH + tl.arange(0, BH)[None, :]
         ok = (t < T) & (h < H)
         t64 = t.to(tl.int64)
-        g = tl.load(y_ptr + t64 * syt + h * syh, mask=ok, other=0.0).to(tl.float32)
-        v = tl.load(y_ptr + t64 * syt + (h + H) * syh, mask=ok, other=0.0).to(tl.float32)
+        h64 = h.to(tl.int64)  # column-major y: (h + H) * syh = (h + H) * tokens passes 2**31 at 128k x 16k
+        g = tl.load(y_ptr + t64 * syt + h64 * syh, mask=ok, other=0.0).to(tl.float32)
+        v = tl.load(y_ptr + t64 * syt + (h64 + H) * syh, mask=ok, other=0.0).to(tl.float32)
         a, da = _act_and_grad(g, ACT)
         if BACKWARD:
-            dz = tl.load(dz_ptr + t64 * sot + h * soh, mask=ok, other=0.0).to(tl.float32)
+            dz = tl.load(dz_ptr + t64 * sot + h64 * soh, mask=ok, other=0.0).to(tl.float32)
             ty = dy_ptr.dtype.element_ty
-            tl.store(dy_ptr + t64 * syt + h * syh, (dz * v * da).to(ty), mask=ok)
-            tl.store(dy_ptr + t64 * syt + (h + H) * syh, (dz * a).to(ty), mask=ok)
+            tl.store(dy_ptr + t64 * syt + h64 * syh, (dz * v * da).to(ty), mask=ok)
+            tl.store(dy_ptr + t64 * syt + (h64 + H) * syh, (dz * a).to(ty), mask=ok)
         else:
-            tl.store(o_ptr + t64 * sot + h * soh, (a * v).to(o_ptr.dtype.element_ty), mask=ok)
+            tl.store(o_ptr + t64 * sot + h64 * soh, (a * v).to(o_ptr.dtype.element_ty), mask=ok)
 
 
 def _check(y: torch.Tensor, act: str) -> int:

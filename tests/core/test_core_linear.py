@@ -123,6 +123,20 @@ def test_operands_built_once_per_optimizer_step():
         BACKENDS.pop("counting-test")
 
 
+def test_replaced_weight_storage_rebuilds_operands_and_data_writes_need_invalidate():
+    """`param.data = t` (vector_to_parameters) changes the storage: the next forward uses the new weight. A write
+    through `.data` bypasses the version counter: the documented `invalidate()` makes it visible."""
+    layer = SparseLinear(16, 8, bias=False, backend="reference")
+    x = torch.randn(4, 16)
+    layer(x)
+    params = list(layer.parameters())
+    torch.nn.utils.vector_to_parameters(torch.zeros_like(torch.nn.utils.parameters_to_vector(params)), params)
+    assert layer(x).abs().max().item() == 0.0
+    layer.weight.data.copy_(torch.randn(8, 16))
+    layer.invalidate()
+    assert torch.equal(layer(x), x @ (layer.weight * layer.mask).t())
+
+
 class FusedRefreshBackend(CountingBackend):
     """A backend with a one-pass mask + operands (as cusparselt's kernels): the plain rules, counted."""
 

@@ -114,3 +114,11 @@ def test_mask_24_all_zero_and_bf16():
 def test_bad_input_is_refused_clearly(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_transposable_mask_keeps_an_infinite_entry_like_mask_24(sign):
+    w = torch.ones(4, 4)
+    w[1, 3] = sign * float("inf")
+    m = transposable_mask_24(w)
+    assert bool(m[1, 3]) and bool(mask_24(w)[1, 3]) and is_transposable_24(m)
