@@ -267,3 +267,16 @@ def test_non_contiguous_input_and_dtype_move_rebuild_operands():
     finally:
         BACKENDS.pop("contiguous-only-test")
         BACKENDS.pop("counting-test")
+
+
+def test_torch_compile_traces_through_the_layer_on_cpu():
+    """Dynamo (aot_eager: no C++ toolchain needed) runs the layer's operand cache and autograd function."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 16))
+    for i in (0, 2):
+        model[i] = SparseLinear.from_dense(model[i], mask_kind="transposable", backend="reference")
+    x = torch.randn(8, 16)
+    eager = model(x)
+    out = torch.compile(model, backend="aot_eager")(x)
+    out.sum().backward()
+    assert torch.allclose(out, eager) and torch.isfinite(model[0].weight.grad).all()
