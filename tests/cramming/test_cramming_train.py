@@ -19,6 +19,7 @@ from cramming.tokenizer import train_wordpiece
 from cramming.train import build_model, train
 from sparse_core.train import CheckpointError, ConfigError, load_config, read_jsonl
 from state_compare import assert_same
+from clock_testutil import make_slow
 from dist_testutil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,16 +120,7 @@ def test_tokens_per_second_leave_out_evaluation_and_checkpoints(tmp_path, monkey
     """Every evaluation takes 1000 s of a fake clock: no logged tokens/s window may carry it."""
     import cramming.train as recipe
 
-    fake = {"offset": 0.0}
-    real_perf_counter, real_evaluate = recipe.time.perf_counter, recipe.evaluate_mlm
-
-    def slow_evaluate(*args, **kwargs):
-        fake["offset"] += 1000.0
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(recipe, "time", type("FakeTime", (), {"perf_counter": staticmethod(
-        lambda: real_perf_counter() + fake["offset"])}))
-    monkeypatch.setattr(recipe, "evaluate_mlm", slow_evaluate)
+    make_slow(monkeypatch, recipe, "evaluate_mlm")
     args = TINY[:-1] + ["budget.steps=6", "log_interval=2", "eval_interval=2", "checkpoint_interval=2",
                         f"out_dir={tmp_path}", "run_name=tps"]
     train(load_config(CrammingConfig, CONFIG_DIR, "tiny", args))

@@ -3,6 +3,7 @@
 import numpy as np
 
 import deit.train as recipe
+from clock_testutil import make_slow
 from deit.config import DeiTConfig
 from sparse_core.train.config import load_config
 from sparse_core.train.metrics import read_jsonl
@@ -14,16 +15,7 @@ def test_images_per_second_leave_out_evaluation_and_checkpoints(tmp_path, monkey
     np.savez(tmp_path / "images.npz", x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8),
              y_train=rng.integers(0, 4, 64), x_test=rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8),
              y_test=rng.integers(0, 4, 16))
-    fake = {"offset": 0.0}
-    real_perf_counter, real_evaluate = recipe.time.perf_counter, recipe.evaluate
-
-    def slow_evaluate(*args, **kwargs):
-        fake["offset"] += 1000.0
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(recipe, "time", type("FakeTime", (), {"perf_counter": staticmethod(
-        lambda: real_perf_counter() + fake["offset"])}))
-    monkeypatch.setattr(recipe, "evaluate", slow_evaluate)
+    make_slow(monkeypatch, recipe, "evaluate")
     overrides = ["batch_size=16", "data.source=npz", f"data.path={tmp_path / 'images.npz'}", "data.img_size=16",
                  "model.embed_dim=32", "model.depth=1", "model.num_heads=2", "max_steps=6", "log_interval=2",
                  "eval_interval=2", "ckpt_interval=2", f"out_dir={tmp_path}", "run_name=ips"]
