@@ -55,14 +55,11 @@ def run_grid(args: argparse.Namespace, kinds: list[str], build: Callable[[str, i
                  precision=args.precision)
     stem = args.name or stem
     rows: list[dict] = []
-    notes = notes + [PRECISION_NOTES[s.precision], f"Per-optimizer-step costs (W and W^T compression, transposable mask refresh every "
-                     f"{s.refresh_interval} step(s), fused where the backend can, as in training) are included amortised "
+    notes = notes + [PRECISION_NOTES[s.precision], f"Per-optimizer-step costs (masked gradient decay, W and W^T compression, transposable mask "
+                     f"refresh every {s.refresh_interval} step(s), fused where the backend can, as in training; under graph "
+                     f"replay also the copy of the new operands into the captured buffers) are included amortised "
                      f"over {s.accum} micro-batches.",
-                     f"Timings: CUDA events (triton do_bench, warm-up excluded), median of >= 20 calls; {args.rounds} "
-                     f"interleaved round(s) over all variants per shape, each timing the median over the rounds.",
-                     "Peak memory: the most allocated during one forward+backward (first round), counting the "
-                     "variant's module, operands, input, activations and gradients; memory allocated before its "
-                     "module was built (earlier variants' cached cuBLAS workspaces) is left out."]
+                     timing_note(args.rounds), MEMORY_NOTE]
     for kind in kinds:
         for tokens in args.tokens:
             for d in args.d:
@@ -91,16 +88,33 @@ def run_grid(args: argparse.Namespace, kinds: list[str], build: Callable[[str, i
     return rows
 
 
+MEMORY_NOTE = ("Peak memory: the most allocated during one forward+backward (first round), counting the variant's "
+               "module, operands, input, activations and gradients; memory allocated before its module was built "
+               "(cuBLAS workspaces, made by a warm-up GEMM before the first variant and by earlier variants' graph "
+               "captures) is left out. The sparse column is the fastest variant's.")
+
+
+def timing_note(rounds: int | str) -> str:
+    return (f"Timings: CUDA events (triton do_bench, warm-up excluded), median of >= 20 calls; {rounds} interleaved "
+            "round(s) over all variants per shape, each timing the median over the rounds.")
+
+
 def _flat(rows: list[dict]) -> list[dict]:
+    """Table rows: the summary, the peak memory of dense and of the fastest sparse variant (the one the speed-up
+    is for), and the training path's own ratio and memory ('sc-all': what 2by4 runs on backend 'auto')."""
     flat = []
     for r in rows:
         f = {k: v for k, v in r.items() if k != "variants"}
-        dense = r["variants"].get("dense", {})
-        f["dense_mib"] = dense.get("peak_mib")
-        mems = [v.get("peak_mib") for k, v in r["variants"].items() if k.startswith("sc-") and v.get("peak_mib")]
-        f["sparse_mib"] = min(mems) if mems else None
-        best = r["variants"].get(str(r.get("best_fwd_bwd", "/")).split("/")[0], {})
-        f["per_step_ms"] = best.get("per_step_amortised_ms")
+        variants = r["variants"]
+        f["dense_mib"] = variants.get("dense", {}).get("peak_mib")
+        name, _, mode = str(r.get("best_fwd_bwd", "/")).partition("/")
+        best = variants.get(name, {})
+        f["sparse_mib"] = best.get("peak_mib")
+        f["per_step_ms"] = best.get("graph_per_step_amortised_ms" if mode == "graph" else "per_step_amortised_ms",
+                                    best.get("per_step_amortised_ms"))
+        trained = [r[k] for k in ("x_sc-all_graph_fwd_bwd", "x_sc-all_eager_fwd_bwd") if r.get(k) is not None]
+        f["x_training_path"] = max(trained) if trained else None
+        f["training_path_mib"] = variants.get("sc-all", {}).get("peak_mib")
         flat.append(f)
     return flat
 
@@ -115,7 +129,8 @@ def write_outputs(out: Path, stem: str, env: dict, args: dict, rows: list[dict],
             ("x_sc-fwd-dx-mvue_graph_fwd_bwd", "x fwd+dx, MVUE dense dW"), ("x_sc-all_graph_fwd_bwd", "x all 3"), ("x_sc-fwd-dx_eager_fwd_bwd", "x fwd+dx eager"),
             ("x_semi_eager_fwd_bwd", "x semi (dX only)"),
             ("dense_fwd_ms", "dense fwd ms"), ("speedup_fwd", "fwd x"), ("x_semi_eager_fwd", "fwd x semi"),
-            ("dense_mib", "dense peak MiB"), ("sparse_mib", "sparse peak MiB")]
+            ("dense_mib", "dense peak MiB"), ("sparse_mib", "sparse peak MiB (best variant)"),
+            ("x_training_path", "f+b x, sc-all (2by4's path)"), ("training_path_mib", "sc-all peak MiB")]
     flat = _flat(rows)
     (out / f"{stem}.md").write_text(markdown(env, title, cols, flat, notes))
     plot_rows = [{"d": r["d"], "series": f"{r['kind']} T={r['tokens']}", "y": r.get("speedup_fwd_bwd")} for r in flat]

@@ -1,15 +1,17 @@
 """Time one module in every variant: eager and CUDA-graph forward / forward+backward, per-step costs, peak memory.
 
 Per micro-batch a sparse variant pays its GEMMs (and, for 'sc-all', the MVUE compression of dY^T);
-per optimizer step it pays the weight compression (W and W^T) and, every `refresh_interval` steps,
-the transposable mask refresh (through the backend's fused mask + compression pass where it has one, as
-in training): those are timed apart and added amortised over `accum` micro-batches (`with_totals`).
+per optimizer step it pays the masked gradient decay (2by4, SR-STE), the weight compression (W and W^T) and,
+every `refresh_interval` steps, the transposable mask refresh (through the backend's fused mask + compression
+pass where it has one, as in training), and under CUDA-graph replay the copy of the new operands into the
+captured buffers: those are timed apart and added amortised over `accum` micro-batches (`with_totals`).
 Over several rounds (all variants measured once per round, so dense and sparse see the same GPU drift),
 each timing is the median over the rounds (`merge_rounds`).
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import statistics
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ import torch.nn as nn
 
 from accel_common import bench_ms, peak_mib
 from accel_models import SPARSE_VARIANTS, apply_variant, sparse_layers
-from sparse_core.graphs import GraphedStep
+from sparse_core.controller import decay_gradient_
+from sparse_core.graphs import GraphedStep, copy_plan
 
 
 @dataclass
@@ -40,9 +43,19 @@ def _err(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
 
 
+def _warm_up_gemms(x: torch.Tensor) -> None:
+    """Small linear layers forward and backward on x's stream, so the workspaces that the process's first cuBLAS /
+    cuBLASLt calls allocate (and keep) exist before any variant's baseline, not only inside the first one's peak."""
+    for dtype in dict.fromkeys((x.dtype, torch.bfloat16)):
+        w = torch.zeros(64, 64, device=x.device, dtype=dtype, requires_grad=True)
+        b = torch.zeros(64, device=x.device, dtype=dtype, requires_grad=True)
+        torch.nn.functional.linear(torch.zeros(64, 64, device=x.device, dtype=dtype), w, b).sum().backward()
+
+
 def measure_variant(build: Callable[[], nn.Module], x: torch.Tensor, variant: str, s: Settings) -> dict:
     """All timings (ms) and peak memory (MiB) of one variant; failures recorded as strings."""
     res: dict = {"variant": variant}
+    _warm_up_gemms(x)
     # what is allocated before the model exists, less the input, is not this variant's memory (earlier variants'
     # graph captures leave cuBLAS workspaces behind, one per side stream)
     baseline = torch.cuda.memory_allocated() - x.untyped_storage().nbytes()
@@ -102,6 +115,21 @@ def measure_variant(build: Callable[[], nn.Module], x: torch.Tensor, variant: st
             m.refresh_mask_async()
         res["refresh_fused"] = all(m._plan is not b for m, b in zip(layers, before))  # only a fused refresh builds them
         res["refresh_step_ms"] = bench_ms(refresh, s.warmup_ms, s.rep_ms)
+
+        def decay() -> None:  # the masked gradient decay of every optimizer step: grad += lambda (1 - M) W
+            for m in layers:
+                decay_gradient_(m.weight.grad, m.weight.detach(), m.mask, 6e-5)
+
+        run(x).backward(gy)  # gradients to decay
+        res["decay_ms"] = bench_ms(decay, s.warmup_ms, s.rep_ms)
+        plans = [m._plan for m in layers]
+        captured = copy.deepcopy(plans)  # the buffers a CUDA graph was captured with
+
+        def copy_into_graph() -> None:  # GraphedStep.refresh_plans after each optimizer step
+            for dst, src in zip(captured, plans):
+                copy_plan(dst, src)
+
+        res["graph_copy_ms"] = bench_ms(copy_into_graph, s.warmup_ms, s.rep_ms)
     del model, gy
     gc.collect()
     torch.cuda.empty_cache()
@@ -120,14 +148,18 @@ def merge_rounds(rounds: list[dict]) -> dict:
 
 def with_totals(res: dict, s: Settings) -> dict:
     """Adds the per-step cost amortised over `s.accum` micro-batches (mask refresh every `s.refresh_interval`
-    steps, compression on the others) and each forward+backward time with it included."""
+    steps, compression on the others, the masked decay every step; graph replay also copies the new operands
+    into its buffers every step) and each forward+backward time with it included."""
     if "refresh_step_ms" not in res or "compress_ms" not in res:
         return res
     per_step = (res["refresh_step_ms"] + res["compress_ms"] * (s.refresh_interval - 1)) / s.refresh_interval
+    per_step += res.get("decay_ms", 0.0)  # runs from before it was timed have none
     res["per_step_amortised_ms"] = per_step / s.accum
+    res["graph_per_step_amortised_ms"] = (per_step + res.get("graph_copy_ms", 0.0)) / s.accum
     for kind in ("graph", "eager"):
         if f"{kind}_fwd_bwd" in res:
-            res[f"{kind}_fwd_bwd_total"] = res[f"{kind}_fwd_bwd"] + res["per_step_amortised_ms"]
+            step = res["graph_per_step_amortised_ms" if kind == "graph" else "per_step_amortised_ms"]
+            res[f"{kind}_fwd_bwd_total"] = res[f"{kind}_fwd_bwd"] + step
     return res
 
 

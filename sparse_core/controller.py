@@ -27,7 +27,7 @@ import torch
 from sparse_core.linear import SparseLinear
 from sparse_core.methods.base import SparseMethod
 
-__all__ = ["SparseController", "next_lambda"]
+__all__ = ["SparseController", "decay_gradient_", "next_lambda"]
 
 
 def next_lambda(lam: float, flip_rate: float, *, low: float, high: float, growth: float) -> tuple[float, bool]:
@@ -40,7 +40,7 @@ def next_lambda(lam: float, flip_rate: float, *, low: float, high: float, growth
     return lam, True
 
 
-def _decay_gradient(grad: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, lam: float) -> None:
+def decay_gradient_(grad: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, lam: float) -> None:
     """grad += lam (1 - mask) weight: one fused pass on CUDA (sparse_core.kernels.masked_decay_), torch elsewhere."""
     if grad.is_cuda and grad.is_contiguous() and weight.is_contiguous():
         from sparse_core.kernels import has_triton, masked_decay_  # lazy: imports triton when present
@@ -99,7 +99,7 @@ class SparseController:
                 for layer in self.sparse_layers():
                     if self.method.decay == "gradient":
                         if layer.weight.grad is not None:  # g <- g + lambda (1 - M) W
-                            _decay_gradient(layer.weight.grad, layer.weight, layer.mask, self.lambda_w)
+                            decay_gradient_(layer.weight.grad, layer.weight, layer.mask, self.lambda_w)
                     else:  # W <- W - lr lambda (1 - M) W
                         layer.weight.sub_(layer.weight * ~layer.mask, alpha=self.lr_of(layer.weight) * self.lambda_w)
         self.method.before_step(self, step)  # last: it may need the final gradient (STEP's frozen v)

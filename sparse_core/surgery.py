@@ -99,6 +99,10 @@ def export_semi_structured(model: nn.Module) -> nn.Module:
     names = [fqn for fqn, m in model.named_modules() if isinstance(m, SparseLinear)]
     if not names:
         raise ValueError("export_semi_structured: the model has no SparseLinear layers")
+    dense_ft = [fqn for fqn in names if model.get_submodule(fqn).mode == "dense"]
+    if dense_ft:  # their weights are no longer 2:4: compression would drop half of them
+        raise ValueError(f"export_semi_structured: {len(dense_ft)} layers (e.g. {dense_ft[0]}) are in dense mode "
+                         "(dense fine-tuning), so their weights are not 2:4; export them dense instead")
     if not torch.cuda.is_available():
         raise RuntimeError("export_semi_structured needs a CUDA GPU with 2:4 sparse tensor cores; none is available")
     from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured

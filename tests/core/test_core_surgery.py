@@ -95,6 +95,15 @@ def test_export_semi_structured_needs_cuda():
         sparse_core.export_semi_structured(model)
 
 
+def test_export_semi_structured_refuses_dense_fine_tuned_layers():
+    """A layer switched to dense has 4 non-zeros per group: compressing it would drop half its weights silently."""
+    model = TinyGPT(layers=1)
+    sparse_core.sparsify(model, method="ste")
+    model.h[0].mlp.c_proj.mode = "dense"
+    with pytest.raises(ValueError, match=r"1 layers \(e.g. h.0.mlp.c_proj\) are in dense mode"):
+        sparse_core.export_semi_structured(model)
+
+
 class Odd(nn.Module):
     def __init__(self):
         super().__init__()

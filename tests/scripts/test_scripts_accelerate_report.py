@@ -14,7 +14,7 @@ sys.path.insert(0, str(ACCELERATE))  # the benchmarks are scripts, not a package
 from accel_bench import write_outputs  # noqa: E402
 from accel_runner import Settings, merge_rounds, summarise, with_totals  # noqa: E402
 from profile_ffn import by_kind, kind_of, top_kernels  # noqa: E402
-from report import merge  # noqa: E402
+from report import merge, step_cost_note  # noqa: E402
 
 ENV = {"gpu": "test GPU", "sm": "9.0", "torch": "x", "cuda": "x", "cusparselt": 800, "triton": "x",
        "date": "2026-11-30", "command": "python3 accelerate/bench_ffn.py"}
@@ -48,11 +48,16 @@ def test_rounds_merge_to_medians_and_totals_add_the_amortised_step():
     assert merged["per_step_amortised_ms"] == pytest.approx((2.0 + 0.4) / 2 / 8)
     assert merged["graph_fwd_bwd_total"] == pytest.approx(6.5 + 0.15)
     assert "graph_fwd_bwd_total" not in with_totals({"graph_fwd_bwd": 9.0}, Settings())  # dense: no step cost
+    # every step also decays the gradients; graph replay also copies the new operands into its buffers
+    timed = {**rounds[0], "eager_fwd_bwd": 6.8, "decay_ms": 0.08, "graph_copy_ms": 0.16}
+    totals = with_totals(timed, Settings(accum=8, refresh_interval=1))
+    assert totals["eager_fwd_bwd_total"] == pytest.approx(6.8 + (1.0 + 0.08) / 8)
+    assert totals["graph_fwd_bwd_total"] == pytest.approx(7.0 + (1.0 + 0.08 + 0.16) / 8)
 
 
 def row(d: int, tokens: int, speedup: float) -> dict:
     return {"kind": "ffn", "d": d, "tokens": tokens, "speedup_fwd_bwd": speedup, "best_fwd_bwd": "sc-all/graph",
-            "variants": results()}
+            "x_sc-all_graph_fwd_bwd": 1.25, "x_sc-all_eager_fwd_bwd": 1.3, "variants": results()}
 
 
 def test_merge_keeps_the_last_run_of_each_shape(tmp_path):
@@ -62,6 +67,9 @@ def test_merge_keeps_the_last_run_of_each_shape(tmp_path):
     rows, envs = merge([first, second])
     assert [(r["d"], r["speedup_fwd_bwd"], r["source"]) for r in rows] == [(768, 1.1, "b.json"), (1024, 1.0, "a.json")]
     assert [e["precision"] for e in envs] == ["bf16", "amp"]  # runs from before --precision count as bf16
+    assert "not included" in step_cost_note(rows)  # these runs did not time the masked decay
+    timed = {**row(768, 8192, 1.0), "variants": {k: {**v, "decay_ms": 0.1} for k, v in results().items()}}
+    assert "with the masked gradient decay" in step_cost_note([timed])
 
 
 def test_outputs_name_the_environment_and_the_peak_memory(tmp_path):
@@ -69,7 +77,9 @@ def test_outputs_name_the_environment_and_the_peak_memory(tmp_path):
     md = (tmp_path / "t.md").read_text()
     assert "test GPU" in md and "python3 accelerate/bench_ffn.py" in md and "a note" in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| ffn | 768"))
-    assert "1.250" in line and "100.000" in line and "120.000" in line  # dense and lowest sparse peak MiB
+    cells = [c.strip() for c in line.strip("| ").split("|")]
+    # dense peak, the fastest variant's (sc-all's 130, not sc-fwd-dx's lower 120), the training path's best ratio
+    assert "1.250" in cells and cells[-4:] == ["100.000", "130.000", "1.300", "130.000"]
     assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["d"] == 768
     assert (tmp_path / "t.png").stat().st_size > 0
 
