@@ -151,10 +151,11 @@ def run_glue(cfg: GlueConfig) -> dict[str, Any]:
 
     device = init_distributed(cfg.device).device
     results: dict[str, Any] = {}
-    for name in cfg.tasks:
+    splits = {name: (load_split(TASKS[name], "train", cfg.data_dir, cfg.max_train_rows),  # all read first: a
+                     load_split(TASKS[name], "dev", cfg.data_dir, cfg.max_eval_rows))    # missing task fails at once
+              for name in cfg.tasks}
+    for name, (train_rows, dev_rows) in splits.items():
         task = TASKS[name]
-        train_rows = load_split(task, "train", cfg.data_dir, cfg.max_train_rows)
-        dev_rows = load_split(task, "dev", cfg.data_dir, cfg.max_eval_rows)
         model, tokenizer = finetune(cfg, task, train_rows, device)
         metrics = evaluate(model, tokenizer, task, dev_rows, cfg.batch_size, cfg.max_length, device)
         results[name] = {**metrics, "score": task_score(metrics), "train_rows": len(train_rows),

@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--format", choices=("dense", "semi-structured"), default="dense")
     p.add_argument("--ema", action="store_true", help="export the EMA weights")
     args = p.parse_args(argv)
+    if args.format == "semi-structured" and not torch.cuda.is_available():
+        p.error("--format semi-structured needs a CUDA GPU with 2:4 sparse tensor cores (sm_80+); none is available")
     model, cfg, meta = load_checkpoint_model(args.checkpoint, "cpu", args.ema)
     if args.format == "dense":
         result = export_dense(model, cfg, meta, args.out)

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sparse_core.train.config import ConfigError
+
 __all__ = ["TokenBatches", "read_meta"]
 
 _VAL_STREAM = 0x5EED_0FF5  # seeds the fixed validation windows apart from the training ones
@@ -47,8 +49,8 @@ class TokenBatches:
         if not path.is_file():
             raise FileNotFoundError(f"token file {path} not found; run python -m nanogpt.data.prepare first")
         if micro_batches % world_size:
-            raise ValueError(f"{micro_batches} micro-batches per step cannot be split over {world_size} processes; "
-                             "make train.grad_accum a multiple of the number of processes")
+            raise ConfigError(f"{micro_batches} micro-batches per step cannot be split over {world_size} processes; "
+                              "make train.grad_accum a multiple of the number of processes")
         size = path.stat().st_size
         if size == 0 or size % 2:
             raise ValueError(f"{path} holds {size} bytes; a token file is a non-empty array of uint16 (2 bytes "

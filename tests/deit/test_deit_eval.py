@@ -74,5 +74,8 @@ def test_semi_structured_export_needs_cuda(run, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CPU-only check")
     ckpt, _ = run
-    with pytest.raises(RuntimeError, match="CUDA"):
+    with pytest.raises(SystemExit) as exit_info:  # one line (argparse's error), before the checkpoint is loaded
         export.main([str(ckpt), "--out", str(tmp_path), "--format", "semi-structured"])
+    assert exit_info.value.code == 2
+    with pytest.raises(RuntimeError, match="CUDA"):  # the function refuses too
+        export.export_semi_structured(torch.nn.Linear(4, 4), None, tmp_path)

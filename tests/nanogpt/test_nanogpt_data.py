@@ -12,6 +12,7 @@ from nanogpt.data.loader import TokenBatches, read_meta
 from nanogpt.data.prepare import main as prepare_main
 from nanogpt.data.prepare import prepare
 from nanogpt.data.tokenizer import tokenizer_from_meta
+from sparse_core.train.config import ConfigError
 
 
 def test_shakespeare_gpt2_matches_reference_counts(shared_data, tmp_path) -> None:
@@ -114,6 +115,8 @@ def test_loader_resumes_and_splits_over_processes(stdlib_char) -> None:
     resumed = TokenBatches(path, 16, 3, 4, seed=5)
     resumed.load_state_dict({**one.state_dict(), "position": 2})
     assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed.next_step(), steps[2]))
+    with pytest.raises(ConfigError, match="1 micro-batches per step cannot be split over 2 processes"):
+        TokenBatches(path, 16, 3, 1, seed=5, rank=0, world_size=2)  # a config error: one line from the CLI
     # two processes together see exactly the one-process global batch
     ranks = [TokenBatches(path, 16, 3, 4, seed=5, rank=r, world_size=2).next_step() for r in (0, 1)]
     expected = steps[0][0::2] + steps[0][1::2]  # rank r takes micro-batches r, r+2, ...
