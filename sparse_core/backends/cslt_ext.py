@@ -180,6 +180,12 @@ def _check(a: torch.Tensor, b: torch.Tensor, alg_id: int = 0, bias: torch.Tensor
     (m, _), (k, n) = a.shape, b.shape
     if min(m, k, n) == 0:
         raise ValueError(f"empty operand: compressed a {tuple(a.shape)}, b {tuple(b.shape)}")
+    if m % 16 or k % 16:  # cuSPARSELt's structured descriptor refuses other sizes (from C++, which must not throw)
+        raise ValueError(f"the 2:4 matrix A must be (m, k) with m and k multiples of 16, got ({m}, {k}) (k = b.shape[0])")
+    ld = b.stride(0) if b.is_contiguous() else b.stride(1)
+    if ld % 8:  # 16 bytes of a 16-bit type: the dense descriptor's alignment
+        raise ValueError(f"b's leading dimension must be a multiple of 8 elements (16 bytes), got {ld} for shape "
+                         f"{tuple(b.shape)}")
     if a.numel() * 16 < m * k * 9:  # values (half) + metadata (1/16) of an (m, k) 2:4 matrix
         raise ValueError(f"compressed a {tuple(a.shape)} is too small for an ({m}, {k}) 2:4 matrix (k = b.shape[0]); "
                          f"is b the right operand/orientation?")
@@ -221,7 +227,8 @@ def sparse_mm(a: torch.Tensor, b: torch.Tensor, transpose_result: bool = False, 
               bias: torch.Tensor | None = None) -> torch.Tensor:
     """`torch._cslt_sparse_mm(a, b, bias, transpose_result=..., alg_id=...)` with a cached plan: A (m, k) @ b
     (k, n) (+ bias[:, None]) as (m, n), or its transpose (n, m) contiguous; `a` = torch._cslt_compress(A), b
-    row- or column-major, bias (m,) in a's dtype."""
+    row- or column-major, bias (m,) in a's dtype. A plan with a bias reads it from one buffer per plan key, which
+    each call fills on the current stream: keep biased calls of one shape on one stream (training does)."""
     _check(a, b, alg_id, bias)
     _check_operand_sizes(a, b)
     return load().sparse_mm(a, b, bool(transpose_result), alg_id, bias)
