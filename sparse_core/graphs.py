@@ -52,6 +52,23 @@ def copy_plan(dst: Any, src: Any) -> None:
         raise RuntimeError(f"plan setting changed since capture ({dst!r} -> {src!r}); capture the graph again")
 
 
+def _same_constant(a: Any, b: Any) -> bool:
+    """Whether a non-tensor graph input is unchanged: equal plain values (NaN equals NaN), and the very same tensors
+    inside lists / tuples (those are captured by address, not copied)."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or isinstance(a, torch.Tensor):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_constant(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and a != a:
+        return b != b
+    try:
+        return bool(a == b)
+    except (RuntimeError, ValueError, TypeError):  # no single truth value: not provably the same
+        return False
+
+
 def _to_static(x: Any) -> Any:
     return x.detach().clone().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor) else x
 
@@ -123,7 +140,7 @@ class GraphedStep:
                     raise ValueError(f"graph input {i} has the static shape {tuple(dst.shape)}, got {got}")
                 with torch.no_grad():
                     dst.copy_(src)
-            elif src is not dst and (type(src) is not type(dst) or src != dst):
+            elif not _same_constant(dst, src):
                 raise ValueError(f"graph input {i} was {dst!r} at capture and is part of the graph; got {src!r} "
                                  "(pass it as a tensor, or capture again)")
 

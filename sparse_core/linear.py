@@ -280,9 +280,10 @@ class SparseLinear(nn.Linear):
                 None if bmask is None else (id(bmask), bmask.data_ptr(), bmask._version), self.weight.dtype)
 
     def invalidate(self) -> None:
-        """Drop cached operands. They are dropped automatically when the weight or a mask is replaced or changed in
-        place (optimizer steps, `with torch.no_grad(): w.mul_(...)`, `param.data = t`); a write through `w.data`
-        bypasses the version counter and needs this call."""
+        """Drop cached operands. They are dropped automatically when the weight or a mask changes in place
+        (optimizer steps, `with torch.no_grad(): w.mul_(...)`) or moves to new storage (`param.data = t`, seen by its
+        address). Call this after a write through `w.data` (it bypasses the version counter), and after replacing
+        `.data` more than once between forwards (a later replacement may land at the first one's freed address)."""
         self._plan_key, self._plan = None, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ data position, RNG) plus plain data; exact resume.
 
 Files: `ckpt_<step:08d>.pt` (torch.save of {"format", "step", "state"}) and `manifest.json` listing
 each file's step and sha256. A run resumed from an earlier checkpoint that saves moves the later ones (the branch
-it left) to `abandoned/branch_<k>/`, so that pruning and `load_latest` follow it and nothing is deleted. Every write goes temp file -> fsync -> os.replace -> fsync(dir), so a
+it left; all of them when it was resumed from a file outside the folder) to `abandoned/branch_<k>/`, so that
+pruning and `load_latest` follow it and nothing is deleted. Every write goes temp file -> fsync -> os.replace -> fsync(dir), so a
 crash leaves either the old or the new file, never half of one. Everything loads with
 `torch.load(weights_only=True)`.
 """
@@ -133,21 +134,38 @@ def _read_checkpoint(path: Path, expected_sha: str | None, map_location: Any) ->
     return int(payload["step"]), payload["state"]
 
 
-def _manifest_entries(directory: Path) -> dict[str, dict[str, Any]] | None:
-    """file name -> entry from manifest.json; None (with a warning) when it is missing or unreadable."""
+def _read_manifest(directory: Path) -> tuple[dict[str, dict[str, Any]] | None, dict[str, Any] | None]:
+    """(file name -> entry, pending set-aside) from manifest.json; (None, None) (with a warning) when it is missing
+    or unreadable. The pending set-aside names checkpoints of a left branch that a save decided to move."""
     path = directory / _MANIFEST
     if not path.exists():
-        return None
+        return None, None
     try:
         data = json.loads(path.read_text())
         entries = {e["file"]: e for e in data["checkpoints"]}
         for name, e in entries.items():
             if not (isinstance(name, str) and isinstance(e.get("sha256"), str) and len(e["sha256"]) == 64):
                 raise ValueError(f"entry {e!r} lacks a file name or a sha256")
-        return entries
+        pending = data.get("set_aside")
+        if pending is not None and not (isinstance(pending.get("to"), str) and isinstance(pending.get("files"), list)):
+            raise ValueError(f"set_aside {pending!r} lacks a folder or a file list")
+        return entries, pending
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         warnings.warn(f"{path}: unreadable manifest ({e}); checkpoints will be loaded without sha256 checks")
-        return None
+        return None, None
+
+
+def _manifest_entries(directory: Path) -> dict[str, dict[str, Any]] | None:
+    """file name -> entry from manifest.json; None (with a warning) when it is missing or unreadable."""
+    return _read_manifest(directory)[0]
+
+
+def _write_manifest(directory: Path, entries: Any, pending: dict[str, Any] | None = None) -> None:
+    data: dict[str, Any] = {"format": _FORMAT, "checkpoints": sorted(entries, key=lambda e: e["step"])}
+    if pending is not None:
+        data["set_aside"] = pending
+    text = json.dumps(data, indent=1)
+    _atomic_write(directory / _MANIFEST, lambda f: f.write(text.encode()))
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> tuple[int, dict[str, Any]]:
@@ -171,6 +189,7 @@ class CheckpointManager:
             raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self._resumed_elsewhere = False  # loaded a file outside this folder: its checkpoints are another branch
 
     def path_for(self, step: int) -> Path:
         return self.directory / f"ckpt_{step:08d}.pt"
@@ -210,48 +229,66 @@ class CheckpointManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob(f"{_TMP_PREFIX}*"):  # left by a crash mid-save
             stale.unlink(missing_ok=True)
+        entries, pending = _read_manifest(self.directory)
+        entries = entries or {}
+        if pending is not None:  # a crash left a decided set-aside unfinished
+            self._set_aside(pending, entries)
+        # resumed from an earlier step: the later checkpoints are the branch this run left (all of them, when it was
+        # resumed from a file outside this folder, e.g. one set aside before)
+        later = {n: s for n, s in self._on_disk().items()
+                 if s > step or (self._resumed_elsewhere and n != self.path_for(step).name)}
+        self._resumed_elsewhere = False
+        if later:  # decided in the manifest before anything moves: from here on a crash leaves them ignored
+            pending = {"to": self._new_branch(), "files": sorted(later)}
+            _write_manifest(self.directory, entries.values(), pending)
         path = self.path_for(step)
         _atomic_write(path, lambda f: torch.save({"format": _FORMAT, "step": step, "state": payload}, f),
                       lambda tmp: at_checkpoint_write(step, "file", tmp))
         at_checkpoint_write(step, "manifest")
 
-        entries = _manifest_entries(self.directory) or {}
         entries[path.name] = {"file": path.name, "step": step, "sha256": _sha256(path), "bytes": path.stat().st_size}
-        later = {n: s for n, s in self._on_disk().items() if s > step}
         if later:
-            self._set_aside(later, entries)
+            self._set_aside(pending, entries)
         steps = self._on_disk()
         keep = sorted(steps, key=lambda n: steps[n])[-self.keep_last :]
-        kept = sorted((entries[n] for n in keep if n in entries), key=lambda e: e["step"])
-        text = json.dumps({"format": _FORMAT, "checkpoints": kept}, indent=1)
-        _atomic_write(self.directory / _MANIFEST, lambda f: f.write(text.encode()))
+        _write_manifest(self.directory, (entries[n] for n in keep if n in entries))
         for name in steps:
             if name not in keep:
                 (self.directory / name).unlink(missing_ok=True)
         return path
 
-    def _set_aside(self, later: dict[str, int], entries: dict[str, dict[str, Any]]) -> None:
-        """Move checkpoints of steps after the one being saved (the run was resumed from an earlier checkpoint, so
-        they belong to the branch it left) into a new `abandoned/branch_<k>/`, manifest entries included: keep_last
-        and load_latest then follow this run, and the other branch stays loadable by path."""
+    def _new_branch(self) -> str:
+        """`abandoned/branch_<k>` for the first k not taken."""
         k = 0
         while (self.directory / ABANDONED / f"branch_{k}").exists():
             k += 1
-        aside = self.directory / ABANDONED / f"branch_{k}"
-        aside.mkdir(parents=True)
-        moved = [entries.pop(name) for name in later if name in entries]
-        for name in later:
-            os.replace(self.directory / name, aside / name)
-        text = json.dumps({"format": _FORMAT, "checkpoints": sorted(moved, key=lambda e: e["step"])}, indent=1)
-        _atomic_write(aside / _MANIFEST, lambda f: f.write(text.encode()))
+        return f"{ABANDONED}/branch_{k}"
+
+    def _set_aside(self, pending: dict[str, Any], entries: dict[str, dict[str, Any]]) -> None:
+        """Move the checkpoints `pending` names (a branch a resumed run left) into its folder, manifest entries
+        first: keep_last and load_latest then follow this run, and the other branch stays loadable by path.
+        Safe to repeat after a crash part-way (files already moved are skipped, entries merged)."""
+        aside = self.directory / pending["to"]
+        aside.mkdir(parents=True, exist_ok=True)
+        moved = _manifest_entries(aside) or {}
+        moved.update({name: entries.pop(name) for name in pending["files"] if name in entries})
+        _write_manifest(aside, moved.values())
+        for name in pending["files"]:
+            if (self.directory / name).exists():
+                os.replace(self.directory / name, aside / name)
         _fsync_dir(self.directory)
+        steps = sorted(int(m.group(1)) for m in map(_NAME.match, pending["files"]) if m)
         warnings.warn(f"{self.directory}: this run went back to an earlier step; the checkpoints of the run it left, "
-                      f"steps {sorted(later.values())}, were moved to {aside}")
+                      f"steps {steps}, were moved to {aside}")
 
     def load_latest(self, map_location: Any = "cpu") -> tuple[int, dict[str, Any]] | None:
-        """(step, state) of the newest checkpoint that verifies; bad ones are skipped with a warning."""
-        entries = _manifest_entries(self.directory)
+        """(step, state) of the newest checkpoint that verifies; bad ones are skipped with a warning. Checkpoints a
+        save has decided to set aside (a left branch; a crash stopped the move) are not candidates."""
+        entries, pending = _read_manifest(self.directory)
+        self._resumed_elsewhere = False
         steps = self._on_disk()
+        for name in (pending or {}).get("files", []):
+            steps.pop(name, None)
         if not steps:
             return None
         failures = []
@@ -283,7 +320,9 @@ class CheckpointManager:
         path = Path(path)
         if not path.exists() and (self.directory / path).exists():
             path = self.directory / path
-        return load_checkpoint(path, map_location)
+        found = load_checkpoint(path, map_location)
+        self._resumed_elsewhere = path.resolve().parent != self.directory.resolve()
+        return found
 
 
 def restore(state: dict[str, Any], loaded: dict[str, Any], optional: tuple[str, ...] = ()) -> None:

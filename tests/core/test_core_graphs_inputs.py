@@ -25,3 +25,13 @@ def test_tensor_inputs_are_copied_and_non_tensor_inputs_must_not_change():
         step._copy_inputs((7, 5.0, "mean"))
     with pytest.raises(ValueError, match="expected 3 inputs, got 2"):
         step._copy_inputs((torch.ones(2, 3), 5.0))
+
+
+def test_unchanged_constants_pass_and_tensors_inside_containers_must_be_the_same_objects():
+    t = torch.ones(2)
+    step = _step_with((float("nan"), [t, 3], (1, "a")))
+    step._copy_inputs((float("nan"), [t, 3], (1, "a")))  # NaN is unchanged; the very same tensor in the list
+    with pytest.raises(ValueError, match="graph input 1 was"):
+        step._copy_inputs((float("nan"), [torch.ones(2), 3], (1, "a")))  # a new tensor there would be ignored
+    with pytest.raises(ValueError, match="graph input 2 was"):
+        step._copy_inputs((float("nan"), [t, 3], (1, "b")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import warnings
 from pathlib import Path
@@ -227,3 +228,70 @@ def test_keep_last_one_keeps_the_checkpoint_just_written_after_a_roll_back(tmp_p
     with pytest.warns(UserWarning, match="moved"):
         path = mgr.save(250, {"x": torch.tensor(250)})
     assert path.is_file() and mgr.load_latest()[0] == 250
+
+
+@pytest.mark.parametrize("crash_at", ["manifest", "second move"])
+def test_a_crash_while_setting_a_branch_aside_never_resumes_the_left_branch(tmp_path, monkeypatch, crash_at):
+    """The set-aside is decided in the manifest before the new file is written: killed after the write (the fault
+    point before the manifest update) or half-way through the moves, load_latest gives the new branch's checkpoint,
+    and the next save finishes the moves without losing a file."""
+    import sparse_core.train.checkpoint as ckpt_module
+
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    for step in (20, 30, 40):
+        mgr.save(step, {"x": torch.tensor(step)})
+
+    class Killed(Exception):
+        pass
+
+    if crash_at == "manifest":
+        def fault(step, stage, *args):
+            if stage == "manifest":
+                raise Killed
+        monkeypatch.setattr(ckpt_module, "at_checkpoint_write", fault)
+    else:
+        moves, real_replace = [], os.replace
+
+        def flaky_replace(src, dst):
+            if "abandoned" in str(dst) and str(dst).endswith(".pt"):
+                moves.append(src)
+                if len(moves) == 2:
+                    raise Killed
+            real_replace(src, dst)
+        monkeypatch.setattr(ckpt_module.os, "replace", flaky_replace)
+    with pytest.raises(Killed):
+        mgr.save(25, {"x": torch.tensor(-25)})
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the new file may not be in the manifest yet
+        assert mgr.load_latest()[0] == 25
+    with pytest.warns(UserWarning, match="moved"):
+        mgr.save(26, {"x": torch.tensor(26)})
+    assert sorted(p.name for p in tmp_path.glob("ckpt_*.pt")) == ["ckpt_00000020.pt", "ckpt_00000025.pt",
+                                                                   "ckpt_00000026.pt"]
+    aside = tmp_path / "abandoned" / "branch_0"
+    assert sorted(p.name for p in aside.glob("ckpt_*.pt")) == ["ckpt_00000030.pt", "ckpt_00000040.pt"]
+    assert [e["step"] for e in json.loads((aside / "manifest.json").read_text())["checkpoints"]] == [30, 40]
+    assert "set_aside" not in json.loads((tmp_path / "manifest.json").read_text())
+    assert mgr.load_latest()[0] == 26 and load_checkpoint(aside / "ckpt_00000040.pt")[0] == 40
+
+
+def test_resuming_a_set_aside_checkpoint_sets_the_other_branch_aside_too(tmp_path):
+    """Back to the left branch by path (abandoned/branch_0/ckpt_40): the main folder's checkpoints are now the
+    other branch, so the first save moves all of them aside instead of letting keep_last prune them."""
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    for step in (20, 30, 40):
+        mgr.save(step, {"x": torch.tensor(step)})
+    mgr.load(tmp_path / "ckpt_00000020.pt")
+    with pytest.warns(UserWarning, match=r"steps \[30, 40\]"):
+        mgr.save(25, {"x": torch.tensor(25)})
+    resumed = CheckpointManager(tmp_path, keep_last=2)
+    step, _ = resumed.load(tmp_path / "abandoned" / "branch_0" / "ckpt_00000040.pt")
+    assert step == 40
+    with pytest.warns(UserWarning, match=r"steps \[20, 25\], were moved to .*branch_1"):
+        resumed.save(50, {"x": torch.tensor(50)})
+    for step in (60, 70):
+        resumed.save(step, {"x": torch.tensor(step)})
+    assert sorted(p.name for p in (tmp_path / "abandoned" / "branch_1").glob("ckpt_*.pt")) == [
+        "ckpt_00000020.pt", "ckpt_00000025.pt"]
+    assert resumed.load_latest()[0] == 70
