@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -154,6 +155,7 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
     start = time.perf_counter()
     tokens_per_step = cfg.optim.batch_size * cfg.data.seq_len
     loss_acc, t_log, steps_since_log = torch.zeros((), device=device), time.perf_counter(), 0
+    losses_since_log = 0  # applied steps: a skipped (non-finite) step's loss is not in train/loss
     val_loss, val_step = float("nan"), -1
     stop_step = None if cfg.stop_after_steps is None else step + cfg.stop_after_steps
 
@@ -187,13 +189,15 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
             result = optimizer_step(model, optimizer, controller=ctl, scaler=scaler, clip_norm=cfg.optim.clip_norm,
                                     step=step)
             guard.after_step(step, result, step_loss)  # skipped steps counted; max_bad_steps in a row: save, stop
-            loss_acc += step_loss
+            if not result.skipped:
+                loss_acc += step_loss
+                losses_since_log += 1
             step += 1
             steps_since_log += 1
             bar.update(1)
 
             if cfg.log_interval and step % cfg.log_interval == 0:
-                train_loss = float(all_reduce_mean(loss_acc / steps_since_log))  # .item() sync
+                train_loss = float(all_reduce_mean(loss_acc / losses_since_log)) if losses_since_log else math.nan
                 now = time.perf_counter()
                 metrics = {"train/loss": train_loss, "train/lr": lr, "train/grad_norm": result.grad_norm or 0.0,
                            "train/skipped": float(result.skipped), "train/elapsed_s": elapsed_before + now - start,
@@ -202,7 +206,7 @@ def _train(cfg: CrammingConfig, env: Any) -> dict[str, float]:
                 logger.log(metrics, step)
                 bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
                 loss_acc.zero_()
-                t_log, steps_since_log = now, 0
+                t_log, steps_since_log, losses_since_log = now, 0, 0
             t_aside = time.perf_counter()  # evaluation and checkpoints are not training time: left out of tokens/s
             if cfg.eval_interval and step % cfg.eval_interval == 0 and len(val_rows):
                 val_loss, val_step = evaluate_mlm(model, val_rows, batches, device, autocast, cfg.optim.micro_batch_size), step

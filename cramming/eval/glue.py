@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -150,6 +150,10 @@ def run_glue(cfg: GlueConfig) -> dict[str, Any]:
     from sparse_core.train.distributed import init_distributed
 
     device = init_distributed(cfg.device).device
+    positions = json.loads((Path(cfg.checkpoint) / "config.json").read_text())["max_position_embeddings"]
+    if cfg.max_length > positions:  # longer inputs would need position embeddings the model does not have
+        print(f"max_length {cfg.max_length} > the model's {positions} positions: using {positions}", flush=True)
+        cfg = replace(cfg, max_length=positions)
     results: dict[str, Any] = {}
     splits = {name: (load_split(TASKS[name], "train", cfg.data_dir, cfg.max_train_rows),  # all read first: a
                      load_split(TASKS[name], "dev", cfg.data_dir, cfg.max_eval_rows))    # missing task fails at once

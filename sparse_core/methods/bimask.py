@@ -3,8 +3,9 @@ arXiv 2302.06058).
 
 Forward: row-wise 2:4 magnitude mask M_f (2:4 along in-features). Backward (dX = dY W_b): a
 column-wise 2:4 mask, so that W_b^T is 2:4 too. The rows (output channels) are permuted first: among
-`num_candidates` random permutations (the identity included) the one whose column-wise 2:4 mask of
-|M_f * W| keeps the most magnitude wins, re-searched every `research_interval` steps. The backward mask
+`num_candidates` random permutations (the identity included) the one whose backward mask keeps the most
+entries of M_f wins (the paper's "most eligible N:M blocks"; the authors' code counts kept entries; 100
+candidates, as theirs), re-searched every `research_interval` steps. The backward mask
 is M_b = M_f AND (column-wise mask, un-permuted): a subset of the forward mask. SR-STE decay on weights.
 """
 
@@ -33,7 +34,7 @@ def backward_mask(weight: torch.Tensor, fwd_mask: torch.Tensor, perm: torch.Tens
 
 
 def best_permutation(weight: torch.Tensor, fwd_mask: torch.Tensor, num_candidates: int) -> torch.Tensor:
-    """The row permutation (of num_candidates, identity first) keeping the most |W| under M_b.
+    """The row permutation (of num_candidates, identity first) whose M_b keeps the most entries (first on ties).
 
     Candidates come from torch's global CPU generator (torch.randperm), whatever the weight's device,
     so a run is reproducible from torch.manual_seed / torch.get_rng_state."""
@@ -41,7 +42,7 @@ def best_permutation(weight: torch.Tensor, fwd_mask: torch.Tensor, num_candidate
     best, best_score = None, -1.0
     for i in range(num_candidates):
         perm = torch.arange(rows, device=weight.device) if i == 0 else torch.randperm(rows).to(weight.device)
-        score = float((weight.detach().abs() * backward_mask(weight, fwd_mask, perm)).sum())
+        score = float(backward_mask(weight, fwd_mask, perm).sum())
         if score > best_score:
             best, best_score = perm, score
     return best
@@ -55,7 +56,7 @@ class BiMask(SparseMethod):
     reference = "Zhang et al., Bi-directional Masks for Efficient N:M Sparse Training, ICML 2023 (arXiv 2302.06058)"
     decay: str = "weight"
     lambda_w: Any = 2e-4
-    num_candidates: int = 8
+    num_candidates: int = 100
     research_interval: int = 100
 
     def validate(self, total_steps: int | None) -> None:

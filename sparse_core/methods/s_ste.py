@@ -9,6 +9,8 @@ dense W straight through; no masked decay.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,6 +57,10 @@ class SSTE(SparseMethod):
         super().validate(total_steps)
         if self.mask_kind != "magnitude":
             raise ValueError(f"s-ste: the soft threshold is row-wise; got mask_kind={self.mask_kind!r}")
+        if self.mask_refresh_interval != 1:  # the CPU demo configs refresh every 10 steps for every method
+            warnings.warn(f"s-ste: the soft threshold follows the weights every step, but the mask is refreshed every "
+                          f"{self.mask_refresh_interval} steps: between refreshes the forward weight is beta S(W) "
+                          "cut to a stale mask, not S-STE's continuous function; use mask_refresh_interval=1")
 
     def setup(self, ctl: "SparseController") -> None:
         for layer in ctl.layers.values():

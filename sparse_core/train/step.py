@@ -62,9 +62,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, contro
     grad_norm = None if norm is None else float(norm)  # .item() sync: needed to skip non-finite steps
 
     if grad_norm is not None and not math.isfinite(grad_norm):
-        if scaler is not None:
-            scaler.step(optimizer)  # sees the inf found by unscale_ and skips the update
-            scaler.update()  # ... and lowers the scale
+        if scaler is not None:  # no scaler.step: with finite grads whose norm overflows it would apply the update
+            scaler.update()  # consumes unscale_'s inf check: lowers the scale when the grads held an inf / NaN
         optimizer.zero_grad(set_to_none=grads_to_none)
         return StepResult(grad_norm, skipped=True)
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import sparse_core
 from sparse_core import SparseLinear, is_valid_24
 from sparse_core.controller import next_lambda
+from sparse_core.methods.base import build_method
 from sparse_core.methods.bimask import backward_mask
 from sparse_core.methods.s_ste import soft_threshold_24
 
@@ -137,6 +138,8 @@ def test_sste_output_is_24_with_fixed_scale():
     _, ctl0, _ = train_tiny("s-ste", steps=1)
     first = {k: float(v.sste_scale) for k, v in ctl0.layers.items()}
     assert first == {k: float(v.sste_scale) for k, v in ctl.layers.items()}  # fixed at the start
+    with pytest.warns(UserWarning, match="refreshed every 5 steps"):  # a stale mask is not S-STE's function
+        build_method("s-ste", mask_refresh_interval=5).validate(100)
 
 
 def test_half_halves_ffn_width():

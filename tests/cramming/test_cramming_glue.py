@@ -2,6 +2,7 @@
 tiny checkpoint on a few hundred RTE / SST-2 rows."""
 
 import json
+from dataclasses import replace
 import os
 from pathlib import Path
 
@@ -105,6 +106,9 @@ def test_finetune_tiny_checkpoint_metric(tiny_checkpoint, tmp_path):
     assert set(saved["tasks"]) == {"rte", "sst2"} and saved["tasks"]["rte"]["dev_rows"] == 100
     assert saved["glue_average"] == pytest.approx(np.mean([saved["tasks"][t]["accuracy"] for t in ("rte", "sst2")]))
     assert out["label"] and "| RTE (acc) |" in results_table([saved])
+    # a max_length past the model's 64 positions is capped to them (rte pairs run past 64 word pieces)
+    longer = run_glue(replace(cfg, tasks=["rte"], max_length=128, max_train_rows=16, max_eval_rows=16))
+    assert longer["tasks"]["rte"]["dev_rows"] == 16
 
 
 def test_glue_config_errors():

@@ -109,3 +109,19 @@ def test_fp16_scaler_skips_count_too():
     result = optimizer_step(model, opt, scaler=scaler, step=0)
     guard.update(0, skipped=result.skipped, grad_norm=result.grad_norm)
     assert result.skipped and guard.metrics()["train/skipped_steps"] == 1.0
+
+
+def test_finite_grads_whose_norm_overflows_are_not_applied_through_the_scaler():
+    """Every grad finite (3e19) but their L2 norm overflows float32: the step is reported skipped, so it must not
+    happen. scaler.step would apply it (it skips only on an inf / NaN grad), and with clipping AdamW would still
+    move the weights through its weight decay."""
+    model, _ = _setup()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    scaler.scale(model(torch.randn(8, 4)).pow(2).mean()).backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad.fill_(3e19 * scaler.get_scale())
+    result = optimizer_step(model, opt, scaler=scaler, clip_norm=1.0, step=0)
+    assert result.skipped and not math.isfinite(result.grad_norm)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())) and not opt.state
