@@ -4,7 +4,9 @@ ICML 2023, arXiv 2302.01172).
 Phase 1 trains dense with Adam. AutoSwitch watches Adam's second moment v of the sparse weights: every
 `check_interval` steps it computes the relative change ||v_t - v_{t-c}||_1 / ||v_{t-c}||_1 and switches
 once it falls below `switch_tolerance`, but never before `min_switch_fraction` nor after
-`max_switch_fraction` of training. Phase 2 trains 2:4 (STE) with v frozen at its bias-corrected value
+`max_switch_fraction` of training (a simpler test than the paper's concentration test of sampled variance
+changes: the relative change has a floor set by beta2, so with beta2 <= 0.99 the switch lands on the upper bound,
+with 0.999 on the lower one). Phase 2 trains 2:4 (STE) with v frozen at its bias-corrected value
 at the switch: before each Adam step, exp_avg_sq is set so that Adam's own update of it lands exactly
 on the frozen v (bias correction included; floored where rounding could make it negative),
 i.e. the frozen v is the preconditioner.
