@@ -54,13 +54,15 @@ def copy_plan(dst: Any, src: Any) -> None:
 
 def _same_constant(a: Any, b: Any) -> bool:
     """Whether a non-tensor graph input is unchanged: equal plain values (NaN equals NaN), and the very same tensors
-    inside lists / tuples (those are captured by address, not copied)."""
+    inside lists / tuples / dicts (those are captured by address, not copied)."""
     if a is b:
         return True
     if type(a) is not type(b) or isinstance(a, torch.Tensor):
         return False
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_same_constant(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_constant(a[k], b[k]) for k in a)
     if isinstance(a, float) and a != a:
         return b != b
     try:

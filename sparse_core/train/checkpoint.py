@@ -12,9 +12,9 @@ data position, RNG) plus plain data; exact resume.
         restore_rng_states(loaded["rng"], rank, world_size, reseed=seed + rank + 7919 * step)
 
 Files: `ckpt_<step:08d>.pt` (torch.save of {"format", "step", "state"}) and `manifest.json` listing
-each file's step and sha256. A run resumed from an earlier checkpoint that saves moves the later ones (the branch
-it left; all of them when it was resumed from a file outside the folder) to `abandoned/branch_<k>/`, so that
-pruning and `load_latest` follow it and nothing is deleted. Every write goes temp file -> fsync -> os.replace -> fsync(dir), so a
+each file's step and sha256. A run resumed from an earlier checkpoint that saves moves the later ones, the one at
+its own step included (the branch it left; all of them when it was resumed from a file outside the folder), to
+`abandoned/branch_<k>/`, so that pruning and `load_latest` follow it and nothing is deleted. Every write goes temp file -> fsync -> os.replace -> fsync(dir), so a
 crash leaves either the old or the new file, never half of one. Everything loads with
 `torch.load(weights_only=True)`.
 """
@@ -189,7 +189,9 @@ class CheckpointManager:
             raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
         self.directory = Path(directory)
         self.keep_last = keep_last
-        self._resumed_elsewhere = False  # loaded a file outside this folder: its checkpoints are another branch
+        # where the run continues from (set by load / load_latest, cleared by the next save): (path, step, inside this
+        # folder); a save sets aside the folder's checkpoints after that step, or all of them when it was outside
+        self._resumed_from: tuple[Path, int, bool] | None = None
 
     def path_for(self, step: int) -> Path:
         return self.directory / f"ckpt_{step:08d}.pt"
@@ -233,22 +235,21 @@ class CheckpointManager:
         entries = entries or {}
         if pending is not None:  # a crash left a decided set-aside unfinished
             self._set_aside(pending, entries)
-        # resumed from an earlier step: the later checkpoints are the branch this run left (all of them, when it was
-        # resumed from a file outside this folder, e.g. one set aside before)
-        later = {n: s for n, s in self._on_disk().items()
-                 if s > step or (self._resumed_elsewhere and n != self.path_for(step).name)}
-        self._resumed_elsewhere = False
-        if later:  # decided in the manifest before anything moves: from here on a crash leaves them ignored
+        later = self._left_branch(step)
+        resumed, self._resumed_from = self._resumed_from, None
+        if later:  # decided in the manifest before anything moves: from here on a crash leaves them ignored, and a
+            # run with nothing else to resume from goes back to where this one started
             pending = {"to": self._new_branch(), "files": sorted(later)}
+            if resumed is not None:
+                pending["resumed_from"] = str(resumed[0])
             _write_manifest(self.directory, entries.values(), pending)
+            self._set_aside(pending, entries)  # before the write: the left branch may hold a file at this very step
         path = self.path_for(step)
         _atomic_write(path, lambda f: torch.save({"format": _FORMAT, "step": step, "state": payload}, f),
                       lambda tmp: at_checkpoint_write(step, "file", tmp))
         at_checkpoint_write(step, "manifest")
 
         entries[path.name] = {"file": path.name, "step": step, "sha256": _sha256(path), "bytes": path.stat().st_size}
-        if later:
-            self._set_aside(pending, entries)
         steps = self._on_disk()
         keep = sorted(steps, key=lambda n: steps[n])[-self.keep_last :]
         _write_manifest(self.directory, (entries[n] for n in keep if n in entries))
@@ -256,6 +257,16 @@ class CheckpointManager:
             if name not in keep:
                 (self.directory / name).unlink(missing_ok=True)
         return path
+
+    def _left_branch(self, step: int) -> dict[str, int]:
+        """The folder's checkpoints (name -> step) that belong to a branch this run left: those after the step it
+        was resumed from in this folder (the one at the saved step included), all of them when it was resumed
+        from elsewhere, and without a load only those after `step`."""
+        on_disk = self._on_disk()
+        if self._resumed_from is None:
+            return {n: s for n, s in on_disk.items() if s > step}
+        _, start, inside = self._resumed_from
+        return {n: s for n, s in on_disk.items() if not inside or s > start}
 
     def _new_branch(self) -> str:
         """`abandoned/branch_<k>` for the first k not taken."""
@@ -285,12 +296,16 @@ class CheckpointManager:
         """(step, state) of the newest checkpoint that verifies; bad ones are skipped with a warning. Checkpoints a
         save has decided to set aside (a left branch; a crash stopped the move) are not candidates."""
         entries, pending = _read_manifest(self.directory)
-        self._resumed_elsewhere = False
         steps = self._on_disk()
         for name in (pending or {}).get("files", []):
             steps.pop(name, None)
         if not steps:
-            return None
+            origin = (pending or {}).get("resumed_from")
+            if origin is None or not Path(origin).is_file():
+                return None
+            warnings.warn(f"{self.directory}: a save of a run resumed from {origin} was interrupted before its first "
+                          f"checkpoint; resuming from {origin} again")
+            return self.load(origin, map_location)
         failures = []
         for name in sorted(steps, key=lambda n: steps[n], reverse=True):
             path = self.directory / name
@@ -312,6 +327,7 @@ class CheckpointManager:
                 warnings.warn(f"skipping checkpoint {path}: {reason}")
                 failures.append(f"{name}: {reason}")
                 continue
+            self._resumed_from = (path, step, True)
             return step, state
         raise CheckpointError(f"no usable checkpoint in {self.directory}; every one failed:\n  " + "\n  ".join(failures))
 
@@ -320,9 +336,12 @@ class CheckpointManager:
         path = Path(path)
         if not path.exists() and (self.directory / path).exists():
             path = self.directory / path
-        found = load_checkpoint(path, map_location)
-        self._resumed_elsewhere = path.resolve().parent != self.directory.resolve()
-        return found
+        step, state = load_checkpoint(path, map_location)
+        pending = _read_manifest(self.directory)[1] if self.directory.is_dir() else None
+        inside = (path.resolve().parent == self.directory.resolve()
+                  and path.name not in (pending or {}).get("files", []))  # a file being set aside is elsewhere
+        self._resumed_from = (path.resolve(), step, inside)
+        return step, state
 
 
 def restore(state: dict[str, Any], loaded: dict[str, Any], optional: tuple[str, ...] = ()) -> None:

@@ -35,3 +35,7 @@ def test_unchanged_constants_pass_and_tensors_inside_containers_must_be_the_same
         step._copy_inputs((float("nan"), [torch.ones(2), 3], (1, "a")))  # a new tensor there would be ignored
     with pytest.raises(ValueError, match="graph input 2 was"):
         step._copy_inputs((float("nan"), [t, 3], (1, "b")))
+    in_dict = _step_with(({"s": t, "w": float("nan")},))
+    in_dict._copy_inputs(({"s": t, "w": float("nan")},))
+    with pytest.raises(ValueError, match="graph input 0 was"):
+        in_dict._copy_inputs(({"s": torch.ones(2), "w": float("nan")},))

@@ -217,6 +217,7 @@ def test_a_run_resumed_from_an_earlier_step_sets_the_later_checkpoints_aside(tmp
     assert [e["step"] for e in json.loads((aside / "manifest.json").read_text())["checkpoints"]] == [30, 40]
     step, state = load_checkpoint(aside / "ckpt_00000040.pt")
     assert step == 40 and state["x"].item() == 40
+    mgr.load(tmp_path / "ckpt_00000020.pt")
     with pytest.warns(UserWarning, match="branch_1"):  # a second roll-back keeps the first one's files
         mgr.save(21, {"x": torch.tensor(21)})
     assert (aside / "ckpt_00000030.pt").is_file() and (tmp_path / "abandoned" / "branch_1" / "ckpt_00000025.pt").is_file()
@@ -232,9 +233,9 @@ def test_keep_last_one_keeps_the_checkpoint_just_written_after_a_roll_back(tmp_p
 
 @pytest.mark.parametrize("crash_at", ["manifest", "second move"])
 def test_a_crash_while_setting_a_branch_aside_never_resumes_the_left_branch(tmp_path, monkeypatch, crash_at):
-    """The set-aside is decided in the manifest before the new file is written: killed after the write (the fault
-    point before the manifest update) or half-way through the moves, load_latest gives the new branch's checkpoint,
-    and the next save finishes the moves without losing a file."""
+    """The set-aside is decided in the manifest, then done, before the new file is written: killed after the write
+    (the fault point before the manifest update) or half-way through the moves, load_latest never gives the left
+    branch (it gives the new file, or the step the run went back to), and the next save finishes the moves."""
     import sparse_core.train.checkpoint as ckpt_module
 
     mgr = CheckpointManager(tmp_path, keep_last=3)
@@ -262,13 +263,13 @@ def test_a_crash_while_setting_a_branch_aside_never_resumes_the_left_branch(tmp_
     with pytest.raises(Killed):
         mgr.save(25, {"x": torch.tensor(-25)})
     monkeypatch.undo()
+    written = crash_at == "manifest"  # the moves come first; a crash in them is before the new file exists
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the new file may not be in the manifest yet
-        assert mgr.load_latest()[0] == 25
-    with pytest.warns(UserWarning, match="moved"):
-        mgr.save(26, {"x": torch.tensor(26)})
-    assert sorted(p.name for p in tmp_path.glob("ckpt_*.pt")) == ["ckpt_00000020.pt", "ckpt_00000025.pt",
-                                                                   "ckpt_00000026.pt"]
+        assert mgr.load_latest()[0] == (25 if written else 20)
+        mgr.save(26, {"x": torch.tensor(26)})  # finishes an interrupted move
+    assert sorted(p.name for p in tmp_path.glob("ckpt_*.pt")) == (
+        ["ckpt_00000020.pt"] + ["ckpt_00000025.pt"] * written + ["ckpt_00000026.pt"])
     aside = tmp_path / "abandoned" / "branch_0"
     assert sorted(p.name for p in aside.glob("ckpt_*.pt")) == ["ckpt_00000030.pt", "ckpt_00000040.pt"]
     assert [e["step"] for e in json.loads((aside / "manifest.json").read_text())["checkpoints"]] == [30, 40]
@@ -295,3 +296,88 @@ def test_resuming_a_set_aside_checkpoint_sets_the_other_branch_aside_too(tmp_pat
     assert sorted(p.name for p in (tmp_path / "abandoned" / "branch_1").glob("ckpt_*.pt")) == [
         "ckpt_00000020.pt", "ckpt_00000025.pt"]
     assert resumed.load_latest()[0] == 70
+
+
+def test_a_roll_back_saving_at_a_step_the_left_branch_has_keeps_that_checkpoint(tmp_path):
+    """Resumed from 20 (in the folder) and saving at 30 on the same interval grid as the left branch: its own ckpt_30
+    is set aside, not overwritten. Resumed from outside and saving at 50: the folder's ckpt_50 is set aside too."""
+    mgr = CheckpointManager(tmp_path, keep_last=5)
+    for step in (20, 30, 40, 50):
+        mgr.save(step, {"x": torch.tensor(1000 + step)})
+    mgr.load(tmp_path / "ckpt_00000020.pt")
+    with pytest.warns(UserWarning, match=r"steps \[30, 40, 50\]"):
+        mgr.save(30, {"x": torch.tensor(30)})
+    branch = tmp_path / "abandoned" / "branch_0"
+    assert load_checkpoint(branch / "ckpt_00000030.pt")[1]["x"].item() == 1030
+    assert load_checkpoint(tmp_path / "ckpt_00000030.pt")[1]["x"].item() == 30
+    mgr.save(40, {"x": torch.tensor(40)})  # the new branch goes on: nothing set aside
+    mgr.load(branch / "ckpt_00000040.pt")
+    with pytest.warns(UserWarning, match=r"steps \[20, 30, 40\], were moved to .*branch_1"):
+        mgr.save(50, {"x": torch.tensor(50)})
+    assert load_checkpoint(tmp_path / "abandoned" / "branch_1" / "ckpt_00000040.pt")[1]["x"].item() == 40
+
+
+def test_a_crash_before_the_first_checkpoint_of_a_run_resumed_from_outside_resumes_from_there_again(tmp_path,
+                                                                                                 monkeypatch):
+    """Every checkpoint of the folder is being set aside and the new one was never written: resume=auto must not
+    start from step 0; it goes back to the file the run was resumed from."""
+    import sparse_core.train.checkpoint as ckpt_module
+
+    other = CheckpointManager(tmp_path / "other")
+    other.save(40, {"x": torch.tensor(40)})
+    mgr = CheckpointManager(tmp_path / "run")
+    for step in (10, 20):
+        mgr.save(step, {"x": torch.tensor(step)})
+    mgr.load(tmp_path / "other" / "ckpt_00000040.pt")
+
+    class Killed(Exception):
+        pass
+
+    def fault(step, stage, *args):
+        if stage == "file":
+            raise Killed
+    monkeypatch.setattr(ckpt_module, "at_checkpoint_write", fault)
+    with pytest.raises(Killed):
+        mgr.save(50, {"x": torch.tensor(50)})
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="resuming from .*other.*ckpt_00000040.pt again"):
+        step, state = CheckpointManager(tmp_path / "run").load_latest()
+    assert step == 40 and state["x"].item() == 40
+
+
+def test_resuming_a_file_a_crashed_save_was_setting_aside_keeps_every_branch(tmp_path, monkeypatch):
+    """Roll-back to 20, crash half-way through setting 30 / 40 aside, then back to 40 (still in the folder) by path:
+    that counts as resuming from elsewhere, so every branch is kept (40's moved aside, loadable) and none pruned."""
+    import sparse_core.train.checkpoint as ckpt_module
+
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for step in (20, 30, 40):
+        mgr.save(step, {"x": torch.tensor(step)})
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    mgr.load(tmp_path / "ckpt_00000030.pt")
+
+    class Killed(Exception):
+        pass
+
+    moves, real_replace = [], os.replace
+
+    def flaky_replace(src, dst):
+        if "abandoned" in str(dst) and str(dst).endswith(".pt"):
+            moves.append(src)
+            if len(moves) == 1:
+                raise Killed
+        real_replace(src, dst)
+    monkeypatch.setattr(ckpt_module.os, "replace", flaky_replace)
+    with pytest.raises(Killed):
+        mgr.save(35, {"x": torch.tensor(35)})
+    monkeypatch.undo()
+    assert (tmp_path / "ckpt_00000040.pt").is_file()  # pending, still in the folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert mgr.load(tmp_path / "ckpt_00000040.pt")[0] == 40
+        for step in (50, 60, 70):
+            mgr.save(step, {"x": torch.tensor(step)})
+    everything = {p.name for p in tmp_path.rglob("ckpt_*.pt")}
+    assert {"ckpt_00000030.pt", "ckpt_00000040.pt", "ckpt_00000050.pt", "ckpt_00000070.pt"} <= everything
+    assert sorted(p.name for p in tmp_path.glob("ckpt_*.pt")) == ["ckpt_00000050.pt", "ckpt_00000060.pt",
+                                                                   "ckpt_00000070.pt"]
