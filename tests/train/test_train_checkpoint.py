@@ -231,35 +231,47 @@ def test_keep_last_one_keeps_the_checkpoint_just_written_after_a_roll_back(tmp_p
     assert path.is_file() and mgr.load_latest()[0] == 250
 
 
+class Killed(Exception):
+    """A crash injected into a checkpoint save."""
+
+
+def kill_at_stage(monkeypatch, stage: str) -> None:
+    """The save dies at checkpoint.py's fault point `stage` ('file': before the rename, 'manifest': after it)."""
+    import sparse_core.train.checkpoint as ckpt_module
+
+    def fault(step, at, *args):
+        if at == stage:
+            raise Killed
+    monkeypatch.setattr(ckpt_module, "at_checkpoint_write", fault)
+
+
+def kill_at_move(monkeypatch, nth: int) -> None:
+    """The save dies at its nth move of a checkpoint into abandoned/."""
+    import sparse_core.train.checkpoint as ckpt_module
+
+    moves, real_replace = [], os.replace
+
+    def flaky_replace(src, dst):
+        if "abandoned" in str(dst) and str(dst).endswith(".pt"):
+            moves.append(src)
+            if len(moves) == nth:
+                raise Killed
+        real_replace(src, dst)
+    monkeypatch.setattr(ckpt_module.os, "replace", flaky_replace)
+
+
 @pytest.mark.parametrize("crash_at", ["manifest", "second move"])
 def test_a_crash_while_setting_a_branch_aside_never_resumes_the_left_branch(tmp_path, monkeypatch, crash_at):
     """The set-aside is decided in the manifest, then done, before the new file is written: killed after the write
     (the fault point before the manifest update) or half-way through the moves, load_latest never gives the left
     branch (it gives the new file, or the step the run went back to), and the next save finishes the moves."""
-    import sparse_core.train.checkpoint as ckpt_module
-
     mgr = CheckpointManager(tmp_path, keep_last=3)
     for step in (20, 30, 40):
         mgr.save(step, {"x": torch.tensor(step)})
-
-    class Killed(Exception):
-        pass
-
     if crash_at == "manifest":
-        def fault(step, stage, *args):
-            if stage == "manifest":
-                raise Killed
-        monkeypatch.setattr(ckpt_module, "at_checkpoint_write", fault)
+        kill_at_stage(monkeypatch, "manifest")
     else:
-        moves, real_replace = [], os.replace
-
-        def flaky_replace(src, dst):
-            if "abandoned" in str(dst) and str(dst).endswith(".pt"):
-                moves.append(src)
-                if len(moves) == 2:
-                    raise Killed
-            real_replace(src, dst)
-        monkeypatch.setattr(ckpt_module.os, "replace", flaky_replace)
+        kill_at_move(monkeypatch, 2)
     with pytest.raises(Killed):
         mgr.save(25, {"x": torch.tensor(-25)})
     monkeypatch.undo()
@@ -321,22 +333,13 @@ def test_a_crash_before_the_first_checkpoint_of_a_run_resumed_from_outside_resum
                                                                                                  monkeypatch):
     """Every checkpoint of the folder is being set aside and the new one was never written: resume=auto must not
     start from step 0; it goes back to the file the run was resumed from."""
-    import sparse_core.train.checkpoint as ckpt_module
-
     other = CheckpointManager(tmp_path / "other")
     other.save(40, {"x": torch.tensor(40)})
     mgr = CheckpointManager(tmp_path / "run")
     for step in (10, 20):
         mgr.save(step, {"x": torch.tensor(step)})
     mgr.load(tmp_path / "other" / "ckpt_00000040.pt")
-
-    class Killed(Exception):
-        pass
-
-    def fault(step, stage, *args):
-        if stage == "file":
-            raise Killed
-    monkeypatch.setattr(ckpt_module, "at_checkpoint_write", fault)
+    kill_at_stage(monkeypatch, "file")
     with pytest.raises(Killed):
         mgr.save(50, {"x": torch.tensor(50)})
     monkeypatch.undo()
@@ -348,26 +351,12 @@ def test_a_crash_before_the_first_checkpoint_of_a_run_resumed_from_outside_resum
 def test_resuming_a_file_a_crashed_save_was_setting_aside_keeps_every_branch(tmp_path, monkeypatch):
     """Roll-back to 20, crash half-way through setting 30 / 40 aside, then back to 40 (still in the folder) by path:
     that counts as resuming from elsewhere, so every branch is kept (40's moved aside, loadable) and none pruned."""
-    import sparse_core.train.checkpoint as ckpt_module
-
     mgr = CheckpointManager(tmp_path, keep_last=2)
     for step in (20, 30, 40):
         mgr.save(step, {"x": torch.tensor(step)})
     mgr = CheckpointManager(tmp_path, keep_last=3)
     mgr.load(tmp_path / "ckpt_00000030.pt")
-
-    class Killed(Exception):
-        pass
-
-    moves, real_replace = [], os.replace
-
-    def flaky_replace(src, dst):
-        if "abandoned" in str(dst) and str(dst).endswith(".pt"):
-            moves.append(src)
-            if len(moves) == 1:
-                raise Killed
-        real_replace(src, dst)
-    monkeypatch.setattr(ckpt_module.os, "replace", flaky_replace)
+    kill_at_move(monkeypatch, 1)
     with pytest.raises(Killed):
         mgr.save(35, {"x": torch.tensor(35)})
     monkeypatch.undo()
