@@ -89,3 +89,11 @@ def apply_variant(model: nn.Module, variant: str) -> nn.Module:
 
 def sparse_layers(model: nn.Module) -> list[SparseLinear]:
     return [m for m in model.modules() if isinstance(m, SparseLinear)]
+
+
+def refresh_step(layers: list[SparseLinear], dtype: torch.dtype) -> None:
+    """An optimizer step's mask refresh as the controller runs it: the backend's fused mask + compression where it
+    has one (flip counts left on the GPU, no host sync per layer), then the next forward's operands."""
+    for m in layers:
+        m.refresh_mask_async()
+        m.plan(dtype)

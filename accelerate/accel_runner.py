@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from accel_common import bench_ms, peak_mib
-from accel_models import SPARSE_VARIANTS, apply_variant, sparse_layers
+from accel_models import SPARSE_VARIANTS, apply_variant, refresh_step, sparse_layers
 from sparse_core.controller import decay_gradient_
 from sparse_core.graphs import GraphedStep, copy_plan
 
@@ -104,10 +104,8 @@ def measure_variant(build: Callable[[], nn.Module], x: torch.Tensor, variant: st
                 m.invalidate()
                 m.plan(torch.bfloat16)
 
-        def refresh() -> None:  # a step with one, as the controller runs it: fused mask + compression where the
-            for m in layers:  # backend can, flip counts left on the GPU (no host sync per layer)
-                m.refresh_mask_async()
-                m.plan(torch.bfloat16)
+        def refresh() -> None:  # a step with one
+            refresh_step(layers, torch.bfloat16)
 
         res["compress_ms"] = bench_ms(compress, s.warmup_ms, s.rep_ms)
         before = [m._plan for m in layers]

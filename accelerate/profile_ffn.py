@@ -19,7 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from accel_common import environment, markdown, wall_ms, write_json
-from accel_models import FFN, SPARSE_VARIANTS, apply_variant, sparse_layers
+from accel_models import FFN, SPARSE_VARIANTS, apply_variant, refresh_step, sparse_layers
 from sparse_core.graphs import GraphedStep
 
 # first match wins; CUDA kernel names (cuSPARSELt's carry 'sparse' / 'sp' in theirs; this project's Triton
@@ -97,9 +97,7 @@ def profile_variant(d: int, tokens: int, variant: str, iters: int) -> dict:
     layers = sparse_layers(model) if variant in SPARSE_VARIANTS else []
     if layers:
         def refresh() -> None:
-            for m in layers:
-                m.refresh_mask_async()
-                m.plan(torch.bfloat16)
+            refresh_step(layers, torch.bfloat16)
         refresh()  # autotuning
         step = kernel_ms(refresh, iters)
         row.update(refresh_ms=sum(step.values()), refresh_kernels=top_kernels(step))

@@ -139,8 +139,12 @@ class CusparseltBackend(Backend):
         return self._kernels
 
     def _kernels_for(self, t: torch.Tensor) -> KernelSet | None:
+        return self._kernels_for_dtype(t.dtype, t.device)
+
+    def _kernels_for_dtype(self, dtype: torch.dtype, device: torch.device) -> KernelSet | None:
+        """The fused kernels when they can pack `dtype` operands on `device` (verified once per dtype)."""
         k = self.kernels()
-        return k if k is not None and t.is_cuda and t.dtype in SPARSE_DTYPES and k.check(t.dtype, t.device) else None
+        return k if k is not None and device.type == "cuda" and dtype in SPARSE_DTYPES and k.check(dtype, device) else None
 
     @property
     def products(self) -> frozenset[str]:
@@ -224,10 +228,9 @@ class CusparseltBackend(Backend):
         `dtype` cast packed both ways under that mask in one launch. None unless Y and dX both run sparse with the
         fused kernels."""
         out_f, in_f = weight.shape
-        kernels = self.kernels()
-        if not ({"fwd", "dx"} <= self.products and weight.is_cuda and weight.is_contiguous() and dtype in SPARSE_DTYPES
-                and weight.dtype in (torch.float32, *SPARSE_DTYPES) and out_f % FEATURE_MULTIPLE == 0
-                and in_f % FEATURE_MULTIPLE == 0 and kernels is not None and kernels.check(dtype, weight.device)):
+        if not ({"fwd", "dx"} <= self.products and weight.is_contiguous() and out_f % FEATURE_MULTIPLE == 0
+                and in_f % FEATURE_MULTIPLE == 0 and weight.dtype in (torch.float32, *SPARSE_DTYPES)
+                and self._kernels_for_dtype(dtype, weight.device) is not None):
             return None
         from sparse_core.kernels import refresh_transposable_compress, refresh_transposable_mask, transposable_compress
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -73,7 +74,7 @@ def load_config(schema: type[T], config_dir: str | Path, config_name: str, overr
 def _non_finite(value: Any, where: str) -> list[str]:
     """`key=value` of every NaN or infinite float in a config (dataclasses, dicts, lists): no setting takes one."""
     if isinstance(value, float):
-        return [] if value == value and abs(value) != float("inf") else [f"{where}={value}"]
+        return [] if math.isfinite(value) else [f"{where}={value}"]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
     elif isinstance(value, dict):
